@@ -1,0 +1,324 @@
+"""The embedded default knowledge base: country facts from `countryinfo`.
+
+Everything is built at run time from the `countryinfo` PyPI package (MIT); no
+data files are copied into this repository. Each country yields a few short
+passages, one per fact group, and question/answer pairs from several question
+templates per fact. Questions are split **by country**: a test country's facts
+never appear in any training pair, while its passages stay in the knowledge
+base, so a retrieval-augmented model can only answer them through retrieval.
+"""
+
+import functools
+import re
+
+import numpy as np
+
+FACT_GROUPS = ("capital", "location", "people", "currency")
+
+QUESTION_TEMPLATES = {
+    "capital": (
+        "What is the capital of {country}?",
+        "Which city is the capital of {country}?",
+        "Name the capital city of {country}.",
+    ),
+    "country_of_capital": (
+        "{capital} is the capital of which country?",
+        "Which country has {capital} as its capital?",
+    ),
+    "region": (
+        "In which region is {country}?",
+        "Which world region is {country} part of?",
+    ),
+    "subregion": (
+        "In which subregion is {country}?",
+        "Which subregion does {country} belong to?",
+    ),
+    "demonym": (
+        "What are people from {country} called?",
+        "What is the demonym of {country}?",
+    ),
+    "currency": (
+        "What is the currency of {country}?",
+        "Which currency is used in {country}?",
+    ),
+}
+
+# The fact group whose passage answers each question type.
+QUESTION_SOURCES = {
+    "capital": "capital",
+    "country_of_capital": "capital",
+    "region": "location",
+    "subregion": "location",
+    "demonym": "people",
+    "currency": "currency",
+}
+
+_SPLITS = ("train", "test", "all")
+
+
+def _first(value):
+    """Returns the first element of a list-valued field, or the value itself."""
+    if isinstance(value, (list, tuple)):
+        return value[0] if value else None
+    return value
+
+
+def _slug(name):
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+@functools.lru_cache(maxsize=1)
+def country_records():
+    """Returns one cleaned fact record per country, sorted by name.
+
+    Countries without a capital or region are left out. Fields that the
+    package lacks for a country are `None`. Border codes are resolved to
+    country names.
+
+    Returns:
+        A tuple of dicts with keys `slug`, `name`, `capital`, `region`,
+        `subregion`, `demonym`, `population`, `area`, `currencies` and
+        `borders`.
+
+    Example:
+
+    >>> records = country_records()
+    >>> [r["capital"] for r in records if r["name"] == "France"]
+    ['Paris']
+    """
+    import countryinfo
+
+    infos = [country.info() for country in countryinfo.all_countries()]
+    name_of_code = {
+        info["ISO"]["alpha3"]: info["name"]
+        for info in infos
+        if info.get("ISO") and info.get("name")
+    }
+    records = []
+    for info in infos:
+        name, capital = info.get("name"), _first(info.get("capital"))
+        if not name or not capital or not info.get("region"):
+            continue
+        records.append(
+            {
+                "slug": _slug(name),
+                "name": name,
+                "capital": capital,
+                "region": info["region"],
+                "subregion": info.get("subregion") or None,
+                "demonym": info.get("demonym") or None,
+                "population": info.get("population") or None,
+                "area": info.get("area") or None,
+                "currencies": tuple(info.get("currencies") or ()),
+                "borders": tuple(
+                    name_of_code[code]
+                    for code in info.get("borders") or ()
+                    if code in name_of_code
+                ),
+            }
+        )
+    return tuple(sorted(records, key=lambda record: record["name"]))
+
+
+def _join(names):
+    names = list(names)
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _location_text(record):
+    text = f"{record['name']} is a country in the region of {record['region']}"
+    if record["subregion"]:
+        text += f", in the subregion of {record['subregion']}"
+    text += "."
+    if record["borders"]:
+        text += f" {record['name']} borders {_join(record['borders'])}."
+    return text
+
+
+def _people_text(record):
+    parts = []
+    if record["demonym"]:
+        parts.append(f"People from {record['name']} are called {record['demonym']}.")
+    if record["population"]:
+        parts.append(
+            f"{record['name']} has a population of {record['population']} people."
+        )
+    if record["area"]:
+        parts.append(
+            f"{record['name']} has an area of {record['area']} square kilometres."
+        )
+    return " ".join(parts)
+
+
+def _currency_text(record):
+    if not record["currencies"]:
+        return ""
+    return f"The currency of {record['name']} is {_join(record['currencies'])}."
+
+
+def _passage_texts(record):
+    return {
+        "capital": f"The capital of {record['name']} is {record['capital']}.",
+        "location": _location_text(record),
+        "people": _people_text(record),
+        "currency": _currency_text(record),
+    }
+
+
+def country_passages(countries=None):
+    """Builds the knowledge-base passages, one per country and fact group.
+
+    Args:
+        countries: optional iterable of country names to keep. Defaults to
+            every country.
+
+    Returns:
+        A list of dicts `{"id", "title", "text"}`; ids are
+        `"<country slug>/<fact group>"`, e.g. `"france/capital"`.
+
+    Example:
+
+    >>> passages = country_passages(["France"])
+    >>> passages[0]
+    {'id': 'france/capital', 'title': 'France', 'text': 'The capital of France is Paris.'}
+    """
+    records = _select(countries)
+    passages = []
+    for record in records:
+        for group, text in _passage_texts(record).items():
+            if text:
+                passages.append(
+                    {"id": f"{record['slug']}/{group}", "title": record["name"], "text": text}
+                )
+    return passages
+
+
+def _answer(record, question_type):
+    if question_type == "country_of_capital":
+        return record["name"]
+    if question_type == "currency":
+        return record["currencies"][0] if len(record["currencies"]) == 1 else None
+    return record[question_type]
+
+
+def _questions_for(record):
+    questions = []
+    for question_type, templates in QUESTION_TEMPLATES.items():
+        answer = _answer(record, question_type)
+        if not answer:
+            continue
+        for template in templates:
+            questions.append(
+                {
+                    "question": template.format(
+                        country=record["name"], capital=record["capital"]
+                    ),
+                    "answer": str(answer),
+                    "country": record["name"],
+                    "type": question_type,
+                    "passage_id": f"{record['slug']}/{QUESTION_SOURCES[question_type]}",
+                }
+            )
+    return questions
+
+
+def country_split(test_fraction=0.2, seed=0):
+    """Splits the countries into disjoint train and test sets.
+
+    Args:
+        test_fraction: float in (0, 1), the share of countries held out.
+        seed: int, seed of the shuffle.
+
+    Returns:
+        A tuple `(train_countries, test_countries)` of sorted name lists.
+
+    Example:
+
+    >>> train, test = country_split(test_fraction=0.2, seed=0)
+    >>> set(train).isdisjoint(test)
+    True
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(
+            "`test_fraction` must be a float strictly between 0 and 1. "
+            f"Received: test_fraction={test_fraction}"
+        )
+    names = [record["name"] for record in country_records()]
+    order = np.random.RandomState(seed).permutation(len(names))
+    n_test = max(1, int(round(test_fraction * len(names))))
+    test = sorted(names[i] for i in order[:n_test])
+    train = sorted(names[i] for i in order[n_test:])
+    return train, test
+
+
+def country_questions(split="all", test_fraction=0.2, seed=0, types=None):
+    """Builds question/answer pairs about the countries of one split.
+
+    Args:
+        split: `"train"`, `"test"` or `"all"`. The split is by country, see
+            `country_split`.
+        test_fraction: float, the share of countries in the test split.
+        seed: int, seed of the country split.
+        types: optional iterable of question types to keep (keys of
+            `QUESTION_TEMPLATES`). Defaults to all types.
+
+    Returns:
+        A list of dicts `{"question", "answer", "country", "type",
+        "passage_id"}`, where `passage_id` names the passage that holds the
+        answer.
+
+    Example:
+
+    >>> pairs = country_questions("all", types=["capital"])
+    >>> [p["answer"] for p in pairs if p["question"] == "What is the capital of France?"]
+    ['Paris']
+    """
+    if split not in _SPLITS:
+        raise ValueError(
+            f"`split` must be one of {_SPLITS}. Received: split={split!r}"
+        )
+    types = _check_types(types)
+    if split == "all":
+        countries = None
+    else:
+        train, test = country_split(test_fraction=test_fraction, seed=seed)
+        countries = train if split == "train" else test
+    questions = []
+    for record in _select(countries):
+        questions.extend(q for q in _questions_for(record) if q["type"] in types)
+    return questions
+
+
+def _check_types(types):
+    if types is None:
+        return set(QUESTION_TEMPLATES)
+    types = set(types)
+    unknown = types - set(QUESTION_TEMPLATES)
+    if unknown:
+        raise ValueError(
+            f"Unknown question types; expected a subset of "
+            f"{sorted(QUESTION_TEMPLATES)}. Received: types={sorted(unknown)}"
+        )
+    return types
+
+
+def _select(countries):
+    records = country_records()
+    if countries is None:
+        return records
+    if isinstance(countries, str):
+        raise TypeError(
+            "`countries` must be an iterable of country names, not a single "
+            f"string. Received: countries={countries!r}"
+        )
+    wanted = set(countries)
+    known = {record["name"] for record in records}
+    missing = wanted - known
+    if missing:
+        raise ValueError(
+            "Unknown country names; see `country_records()` for the list. "
+            f"Received: countries={sorted(missing)}"
+        )
+    return [record for record in records if record["name"] in wanted]

@@ -1,0 +1,64 @@
+import pytest
+
+from keras_ragkd.data import countries
+
+
+def test_passages_have_unique_ids_and_short_texts():
+    passages = countries.country_passages()
+    ids = [p["id"] for p in passages]
+    assert len(ids) == len(set(ids))
+    assert len(passages) > 3 * 200
+    assert all(p["text"] and p["title"] for p in passages)
+    assert max(len(p["text"].split()) for p in passages) < 80
+
+
+def test_france_facts():
+    by_id = {p["id"]: p for p in countries.country_passages(["France"])}
+    assert by_id["france/capital"]["text"] == "The capital of France is Paris."
+    assert "Western Europe" in by_id["france/location"]["text"]
+    assert "Germany" in by_id["france/location"]["text"]
+    assert "EUR" in by_id["france/currency"]["text"]
+
+
+def test_every_answer_is_in_its_gold_passage():
+    by_id = {p["id"]: p["text"] for p in countries.country_passages()}
+    for pair in countries.country_questions("all"):
+        assert pair["answer"] in by_id[pair["passage_id"]], pair
+
+
+def test_split_is_by_country_and_deterministic():
+    train = countries.country_questions("train", seed=3)
+    test = countries.country_questions("test", seed=3)
+    assert {q["country"] for q in train}.isdisjoint({q["country"] for q in test})
+    assert len(test) > 0.1 * (len(train) + len(test))
+    assert test == countries.country_questions("test", seed=3)
+    assert test != countries.country_questions("test", seed=4)
+
+
+def test_every_question_type_appears_in_the_test_split():
+    types = {q["type"] for q in countries.country_questions("test")}
+    assert types == set(countries.QUESTION_TEMPLATES)
+
+
+def test_type_filter():
+    pairs = countries.country_questions("all", types=["capital"])
+    assert {p["type"] for p in pairs} == {"capital"}
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: countries.country_questions("dev"), "Received: split='dev'"),
+        (lambda: countries.country_questions(types=["capitol"]), "Received: types=['capitol']"),
+        (lambda: countries.country_split(test_fraction=1.5), "Received: test_fraction=1.5"),
+        (lambda: countries.country_passages(["Atlantis"]), "Received: countries=['Atlantis']"),
+    ],
+)
+def test_bad_arguments_are_clear_value_errors(call, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        call()
+
+
+def test_a_single_string_is_not_a_country_list():
+    with pytest.raises(TypeError, match="Received: countries='France'"):
+        countries.country_passages("France")
