@@ -5,8 +5,11 @@ from keras_ragkd.backend import ensure_tensorflow_backend  # noqa: F401 (public)
 ensure_tensorflow_backend()
 
 # --- distillation public API ---
+from keras_ragkd.distillation import Distiller, DistillationScheduler, TeacherCache
 # --- retrieval public API ---
+from keras_ragkd.retrieval import MiniLMEncoder, PassageIndex, PassageReindexer, PassageRetriever, TfidfEncoder, use_backend  # noqa: E501
 # --- rag public API ---
+from keras_ragkd.rag import RagPreprocessor, RagQuestionAnswerer, RetrievalAugmentedGenerator
 # --- data public API ---
 from keras_ragkd.data import country_passages, country_questions, country_split
 

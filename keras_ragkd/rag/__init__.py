@@ -1,0 +1,41 @@
+"""Retrieval-augmented generation: the RAG layer, generators, task model, metrics."""
+
+from keras_ragkd.rag.copy_generator import CopyTransformerGenerator
+from keras_ragkd.rag.copy_generator import scatter_copy_probs
+from keras_ragkd.rag.counterfactual import counterfactual_augment
+from keras_ragkd.rag.decoding import beam_search
+from keras_ragkd.rag.losses import RagSequenceLoss
+from keras_ragkd.rag.losses import RagTokenLoss
+from keras_ragkd.rag.marginalization import document_log_probs
+from keras_ragkd.rag.marginalization import rag_token_marginal
+from keras_ragkd.rag.marginalization import sequence_log_likelihood
+from keras_ragkd.rag.metrics import answer_scores
+from keras_ragkd.rag.metrics import exact_match
+from keras_ragkd.rag.metrics import token_f1
+from keras_ragkd.rag.preprocessor import RagPreprocessor
+from keras_ragkd.rag.rag_question_answerer import RagQuestionAnswerer
+from keras_ragkd.rag.rag_question_answerer import GENERATOR_SIZES
+from keras_ragkd.rag.rag_question_answerer import build_rag_question_answerer
+from keras_ragkd.rag.rag_question_answerer import make_passage_retriever
+from keras_ragkd.rag.retrieval_augmented_generator import RetrievalAugmentedGenerator
+
+__all__ = [
+    "CopyTransformerGenerator",
+    "RagPreprocessor",
+    "RagQuestionAnswerer",
+    "RagSequenceLoss",
+    "RagTokenLoss",
+    "RetrievalAugmentedGenerator",
+    "answer_scores",
+    "GENERATOR_SIZES",
+    "beam_search",
+    "build_rag_question_answerer",
+    "counterfactual_augment",
+    "document_log_probs",
+    "exact_match",
+    "make_passage_retriever",
+    "rag_token_marginal",
+    "scatter_copy_probs",
+    "sequence_log_likelihood",
+    "token_f1",
+]

@@ -1,0 +1,25 @@
+"""Knowledge base, text encoders and the retrieval layer."""
+
+from keras_ragkd.retrieval.callbacks import PassageReindexer
+from keras_ragkd.retrieval.encoders import KerasTextEncoder
+from keras_ragkd.retrieval.minilm_encoder import MiniLMEncoder
+from keras_ragkd.retrieval.minilm_encoder import load_minilm_encoder
+from keras_ragkd.retrieval.passage import Passage
+from keras_ragkd.retrieval.passage_index import PassageIndex
+from keras_ragkd.retrieval.passage_index import SearchResult
+from keras_ragkd.retrieval.retriever import PassageRetriever
+from keras_ragkd.retrieval.retriever import use_backend
+from keras_ragkd.retrieval.tfidf_encoder import TfidfEncoder
+
+__all__ = [
+    "KerasTextEncoder",
+    "MiniLMEncoder",
+    "Passage",
+    "PassageIndex",
+    "PassageReindexer",
+    "PassageRetriever",
+    "SearchResult",
+    "TfidfEncoder",
+    "load_minilm_encoder",
+    "use_backend",
+]

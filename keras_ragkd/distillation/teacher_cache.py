@@ -1,0 +1,406 @@
+"""`TeacherCache`: a teacher's logits computed once and stored on disk."""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_ragkd.distillation import cached_batch
+
+METADATA_FILE = "metadata.json"
+FORMAT_VERSION = 1
+_MIN_REST_MASS = 1e-30
+
+
+class TeacherCache:
+    """A teacher's outputs over a dataset, computed once, stored as `.npy`.
+
+    `TeacherCache.build` runs the teacher over a batched `tf.data` dataset
+    (`(x, y)` or `(x, y, sample_weight)` elements, in a fixed order) and writes
+    its logits to memory-mapped `.npy` files (never pickle), together with the
+    dataset's example count and a SHA-256 fingerprint of its inputs. The
+    directory appears atomically: it is written under a temporary name in the
+    same folder and renamed at the end.
+
+    `cache.attach(dataset)` checks that `dataset` is the one the cache was
+    built from (same count, same input fingerprint) and returns it with the
+    teacher's outputs added to the labels, ready for `Distiller.fit`: the
+    teacher is not run again. Shuffle only after attaching (e.g.
+    `cache.attach(ds).shuffle(8)` shuffles whole batches).
+
+    For large vocabularies, `top_k=k` stores only the `k` largest logits per
+    position, their indices and the log of the remaining probability mass at
+    the cache `temperature`; the soft loss is then computed over `k + 1`
+    buckets and is exact only at that temperature.
+
+    Args:
+        directory: the cache folder.
+        metadata: the parsed `metadata.json` (use `build` or `load`).
+
+    Example:
+
+    >>> import keras, numpy as np, tensorflow as tf, tempfile
+    >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> ds = tf.data.Dataset.from_tensor_slices(
+    ...     (np.random.rand(10, 4).astype("float32"), np.arange(10) % 3)
+    ... ).batch(4)
+    >>> folder = tempfile.mkdtemp() + "/cache"
+    >>> cache = TeacherCache.build(teacher, ds, folder, verbose=0)
+    >>> cache.count
+    10
+    >>> batch = next(iter(cache.attach(ds)))
+    >>> sorted(batch[1])
+    ['labels', 'teacher_logits']
+    """
+
+    def __init__(self, directory, metadata):
+        self.directory = str(directory)
+        self.metadata = metadata
+
+    @property
+    def count(self):
+        """Number of examples in the cached dataset."""
+        return self.metadata["count"]
+
+    @property
+    def fingerprint(self):
+        """SHA-256 of the dataset's inputs, in order."""
+        return self.metadata["fingerprint"]
+
+    @property
+    def top_k(self):
+        """`k` for a top-k cache, `None` when full logits are stored."""
+        return self.metadata["top_k"]
+
+    @property
+    def temperature(self):
+        """The temperature of a top-k cache's rest mass (`None` if full)."""
+        return self.metadata["temperature"]
+
+    @classmethod
+    def build(
+        cls,
+        teacher,
+        dataset,
+        directory,
+        top_k=None,
+        temperature=None,
+        dtype="float32",
+        overwrite=False,
+        verbose="auto",
+    ):
+        """Runs `teacher` once over `dataset` and stores its logits.
+
+        Args:
+            teacher: a built Keras model producing logits `(batch, vocab)` or
+                `(batch, time, vocab)`.
+            dataset: a batched `tf.data.Dataset` of `(x, y)` or
+                `(x, y, sample_weight)`, in a deterministic order.
+            directory: folder to create.
+            top_k: if set, store only the `top_k` largest logits per position
+                plus the remaining probability mass.
+            temperature: the temperature of the remaining mass; required with
+                `top_k` (use the distiller's temperature).
+            dtype: storage dtype of logits (`"float32"` or `"float16"`).
+            overwrite: replace an existing cache at `directory`.
+            verbose: `0` for silence, otherwise a progress bar.
+
+        Returns:
+            The `TeacherCache`.
+        """
+        directory = os.path.abspath(os.fspath(directory))
+        _check_build_args(teacher, dataset, directory, top_k, temperature, overwrite)
+        parent = os.path.dirname(directory)
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(
+            prefix=f".{os.path.basename(directory)}.", suffix=".tmp", dir=parent
+        )
+        try:
+            metadata = _write_teacher_outputs(
+                teacher, dataset, staging, top_k, temperature, dtype, verbose
+            )
+            _write_json(os.path.join(staging, METADATA_FILE), metadata)
+            _replace_directory(staging, directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return cls(directory, metadata)
+
+    @classmethod
+    def load(cls, directory):
+        """Opens an existing cache folder.
+
+        Args:
+            directory: a folder written by `TeacherCache.build`.
+
+        Returns:
+            The `TeacherCache`.
+        """
+        path = os.path.join(os.fspath(directory), METADATA_FILE)
+        if not os.path.isfile(path):
+            raise ValueError(
+                "Expected a TeacherCache folder containing "
+                f"{METADATA_FILE}. Received: directory={directory!r}"
+            )
+        with open(path) as file:
+            metadata = json.load(file)
+        if metadata.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"Unsupported TeacherCache format; expected version "
+                f"{FORMAT_VERSION}. Received: "
+                f"format_version={metadata.get('format_version')!r}"
+            )
+        return cls(directory, metadata)
+
+    def arrays(self):
+        """The cached arrays, memory-mapped read-only, by field name."""
+        return {
+            name: np.load(
+                os.path.join(self.directory, f"{name}.npy"), mmap_mode="r"
+            )
+            for name in self.metadata["fields"]
+        }
+
+    def validate(self, dataset):
+        """Raises `ValueError` unless `dataset` is the one this cache holds.
+
+        Args:
+            dataset: the batched dataset to check (same order as at build).
+        """
+        count, fingerprint, batch_sizes = _fingerprint(dataset)
+        if count == self.count and batch_sizes != self.metadata["batch_sizes"]:
+            raise ValueError(
+                "The dataset is batched differently from the one the cache "
+                "was built on. Expected batch sizes starting with "
+                f"{self.metadata['batch_sizes'][:3]}. Received: "
+                f"batch_sizes={batch_sizes[:3]}..."
+            )
+        if count != self.count or fingerprint != self.fingerprint:
+            raise ValueError(
+                "The dataset does not match this TeacherCache: expected "
+                f"{self.count} examples with input fingerprint "
+                f"{self.fingerprint[:16]}... in the same order as at build "
+                "time (attach the cache before shuffling). Received: dataset "
+                f"with count={count}, fingerprint={fingerprint[:16]}..."
+            )
+
+    def attach(self, dataset, validate=True):
+        """Adds the cached teacher outputs to each batch of `dataset`.
+
+        Args:
+            dataset: the batched dataset the cache was built from.
+            validate: check the count and input fingerprint first (one pass
+                over the inputs, no teacher).
+
+        Returns:
+            A `tf.data.Dataset` of `(x, {"labels": y, "teacher_logits": t})`
+            (or `(x, labels_dict, sample_weight)`), for `Distiller.fit`.
+        """
+        if validate:
+            self.validate(dataset)
+        teacher_outputs = self._teacher_dataset()
+
+        def merge(batch, cached):
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+            labels = {cached_batch.LABELS: y, **cached}
+            if sample_weight is None:
+                return x, labels
+            return x, labels, sample_weight
+
+        return tf.data.Dataset.zip(dataset, teacher_outputs).map(merge)
+
+    def _teacher_dataset(self):
+        arrays = self.arrays()
+        offsets = np.cumsum([0] + self.metadata["batch_sizes"])
+        temperature = self.temperature
+
+        def generate():
+            for start, stop in zip(offsets[:-1], offsets[1:]):
+                batch = {name: np.asarray(a[start:stop]) for name, a in arrays.items()}
+                if temperature is not None:
+                    batch[cached_batch.CACHE_TEMPERATURE] = np.full(
+                        (stop - start,), temperature, "float32"
+                    )
+                yield batch
+
+        signature = {
+            name: tf.TensorSpec((None,) + a.shape[1:], a.dtype)
+            for name, a in arrays.items()
+        }
+        if temperature is not None:
+            signature[cached_batch.CACHE_TEMPERATURE] = tf.TensorSpec((None,), "float32")
+        outputs = tf.data.Dataset.from_generator(generate, output_signature=signature)
+        return outputs.apply(
+            tf.data.experimental.assert_cardinality(len(self.metadata["batch_sizes"]))
+        )
+
+
+def _check_build_args(teacher, dataset, directory, top_k, temperature, overwrite):
+    if not isinstance(teacher, keras.Model) or not teacher.built:
+        raise ValueError(
+            "`teacher` must be a built (trained) keras.Model. Received: "
+            f"teacher={teacher!r}"
+        )
+    if not isinstance(dataset, tf.data.Dataset):
+        raise TypeError(
+            "`dataset` must be a batched tf.data.Dataset. Received: "
+            f"dataset={type(dataset).__name__}"
+        )
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"`top_k` must be a positive int or None. Received: top_k={top_k!r}")
+    if top_k is not None and (temperature is None or not temperature > 0):
+        raise ValueError(
+            "A top-k cache stores the remaining probability mass at a fixed "
+            "temperature: pass `temperature` > 0 (the distiller's). "
+            f"Received: temperature={temperature!r}"
+        )
+    if top_k is None and temperature is not None:
+        raise ValueError(
+            "`temperature` only applies to top-k caches (full logits work at "
+            f"any temperature). Received: temperature={temperature!r}"
+        )
+    if os.path.exists(directory) and not overwrite:
+        raise ValueError(
+            "The cache folder already exists; pass `overwrite=True` to "
+            f"replace it. Received: directory={directory!r}"
+        )
+
+
+def _inputs_of(batch):
+    x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
+    if y is None:
+        raise ValueError(
+            "TeacherCache datasets must yield `(x, y)` or "
+            "`(x, y, sample_weight)` batches (labels are needed for the hard "
+            "loss). Received: a batch without labels"
+        )
+    return x
+
+
+def _update_hash(digest, x):
+    for tensor in tf.nest.flatten(x):
+        array = np.asarray(tensor)
+        digest.update(f"{array.dtype.str}{array.shape[1:]}".encode())
+        if array.dtype == object:
+            digest.update(b"\0".join(bytes(v) for v in array.ravel()))
+        else:
+            digest.update(np.ascontiguousarray(array).tobytes())
+
+
+def _batch_size(x):
+    return int(tf.shape(tf.nest.flatten(x)[0])[0])
+
+
+def _fingerprint(dataset):
+    digest = hashlib.sha256()
+    batch_sizes = []
+    inputs = dataset.map(lambda *batch: _inputs_of(batch if len(batch) > 1 else batch[0]))
+    for batch in inputs.as_numpy_iterator():
+        _update_hash(digest, batch)
+        batch_sizes.append(_batch_size(batch))
+    return sum(batch_sizes), digest.hexdigest(), batch_sizes
+
+
+def _teacher_fields(logits, top_k, temperature):
+    logits = tf.cast(logits, "float32")
+    if top_k is None:
+        return {cached_batch.TEACHER_LOGITS: logits}
+    top_logits, top_indices = tf.math.top_k(logits, k=top_k)
+    log_probs = tf.nn.log_softmax(logits / temperature, axis=-1)
+    top_log_mass = tf.reduce_logsumexp(
+        tf.gather(log_probs, top_indices, batch_dims=len(logits.shape) - 1), axis=-1
+    )
+    rest_mass = tf.maximum(-tf.math.expm1(top_log_mass), _MIN_REST_MASS)
+    return {
+        cached_batch.TEACHER_TOP_LOGITS: top_logits,
+        cached_batch.TEACHER_TOP_INDICES: top_indices,
+        cached_batch.TEACHER_REST_LOG_MASS: tf.math.log(rest_mass),
+    }
+
+
+def _write_teacher_outputs(teacher, dataset, folder, top_k, temperature, dtype, verbose):
+    digest = hashlib.sha256()
+    batch_sizes = []
+    raw_files, specs = {}, {}
+    total = dataset.cardinality().numpy()
+    progbar = keras.utils.Progbar(
+        total if total > 0 else None, verbose=0 if verbose == 0 else 1, unit_name="batch"
+    )
+    predict = tf.function(lambda x: teacher(x, training=False))
+    try:
+        for batch in dataset:
+            x = _inputs_of(batch)
+            _update_hash(digest, x)
+            batch_sizes.append(_batch_size(x))
+            fields = _teacher_fields(predict(x), top_k, temperature)
+            for name, value in fields.items():
+                array = value.numpy()
+                if name != cached_batch.TEACHER_TOP_INDICES:
+                    array = array.astype(dtype)
+                if name not in raw_files:
+                    raw_files[name] = open(os.path.join(folder, f"{name}.raw"), "wb")
+                    specs[name] = (array.dtype, array.shape[1:])
+                _check_consistent_shape(name, specs[name][1], array.shape[1:])
+                raw_files[name].write(np.ascontiguousarray(array).tobytes())
+            progbar.add(1)
+    finally:
+        for file in raw_files.values():
+            file.close()
+    count = sum(batch_sizes)
+    for name, (array_dtype, shape) in specs.items():
+        _raw_to_npy(folder, name, array_dtype, (count,) + shape)
+    return {
+        "format_version": FORMAT_VERSION,
+        "count": count,
+        "fingerprint": digest.hexdigest(),
+        "batch_sizes": batch_sizes,
+        "fields": sorted(specs),
+        "top_k": top_k,
+        "temperature": None if temperature is None else float(temperature),
+        "dtype": str(np.dtype(dtype)),
+        "teacher": teacher.name,
+    }
+
+
+def _check_consistent_shape(name, expected, received):
+    if tuple(expected) != tuple(received):
+        raise ValueError(
+            "Every batch must give teacher outputs of the same per-example "
+            f"shape (pad sequences to a fixed length). Expected {name} shape "
+            f"{tuple(expected)}. Received: shape={tuple(received)}"
+        )
+
+
+def _raw_to_npy(folder, name, dtype, shape):
+    raw_path = os.path.join(folder, f"{name}.raw")
+    source = np.memmap(raw_path, dtype=dtype, mode="r", shape=shape)
+    target = np.lib.format.open_memmap(
+        os.path.join(folder, f"{name}.npy"), mode="w+", dtype=dtype, shape=shape
+    )
+    rows = max(1, (64 << 20) // max(1, source[:1].nbytes))
+    for start in range(0, shape[0], rows):
+        target[start : start + rows] = source[start : start + rows]
+    target.flush()
+    del source, target
+    os.remove(raw_path)
+
+
+def _write_json(path, data):
+    with open(path, "w") as file:
+        json.dump(data, file, indent=1)
+
+
+def _replace_directory(staging, directory):
+    """Moves `staging` to `directory`, replacing an old one atomically."""
+    if not os.path.exists(directory):
+        os.replace(staging, directory)
+        return
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.", suffix=".old", dir=os.path.dirname(directory))
+    os.replace(directory, os.path.join(old, "cache"))
+    os.replace(staging, directory)
+    shutil.rmtree(old, ignore_errors=True)

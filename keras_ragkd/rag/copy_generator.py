@@ -1,0 +1,244 @@
+"""A Transformer encoder-decoder generator with a copy (pointer) mechanism."""
+
+import keras
+import keras_hub
+import tensorflow as tf
+
+
+def scatter_copy_probs(copy_probs, source_ids, vocabulary_size):
+    """Adds attention over source positions into vocabulary slots.
+
+    `out[b, t, v] = sum_s copy_probs[b, t, s] * [source_ids[b, s] == v]`,
+    computed with `tf.math.unsorted_segment_sum`, so memory is
+    `O(batch * time * vocab)` (the output) instead of a dense
+    `(batch, source, vocab)` one-hot.
+
+    Args:
+        copy_probs: float tensor `(batch, time, source)`.
+        source_ids: int tensor `(batch, source)`, ids in `[0, vocabulary_size)`.
+        vocabulary_size: int.
+
+    Returns:
+        float tensor `(batch, time, vocabulary_size)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> out = scatter_copy_probs(np.array([[[0.5, 0.25, 0.25]]], "float32"),
+    ...                          np.array([[2, 1, 2]]), 4)
+    >>> out.numpy().tolist()
+    [[[0.0, 0.25, 0.75, 0.0]]]
+    """
+    copy_probs = tf.convert_to_tensor(copy_probs)
+    source_ids = tf.cast(source_ids, "int32")
+    shape = tf.shape(copy_probs)
+    batch, time, source = shape[0], shape[1], shape[2]
+    rows = tf.reshape(tf.range(batch * time), [batch, time, 1])
+    ids = tf.broadcast_to(source_ids[:, None, :], [batch, time, source])
+    segments = rows * vocabulary_size + ids
+    flat = tf.math.unsorted_segment_sum(
+        tf.reshape(copy_probs, [-1]),
+        tf.reshape(segments, [-1]),
+        batch * time * vocabulary_size,
+    )
+    return tf.reshape(flat, [batch, time, vocabulary_size])
+
+
+@keras.saving.register_keras_serializable(package="keras_ragkd")
+class CopyTransformerGenerator(keras.layers.Layer):
+    """Seq2seq Transformer whose output mixes a softmax and a copy distribution.
+
+    Built from keras-hub's `TokenAndPositionEmbedding`, `TransformerEncoder`
+    and `TransformerDecoder`. At each decoding step a gate `p_gen` mixes the
+    tied-embedding softmax over the vocabulary with a pointer distribution
+    over the source tokens (See et al. 2017), so the generator can emit
+    tokens it never saw as targets, e.g. the capital of a held-out country
+    read from a retrieved passage.
+
+    Inputs are a dict with `"encoder_token_ids"` `(batch, source)`,
+    `"decoder_token_ids"` `(batch, time)` and optionally `"copy_mask"`
+    `(batch, source)` (bool, the source positions that may be copied;
+    defaults to the non-padding positions). The output is float32
+    log-probabilities `(batch, time, vocabulary_size)`.
+
+    Args:
+        vocabulary_size: int, size of the (input and output) vocabulary.
+        hidden_dim: int, model width.
+        num_encoder_layers: int.
+        num_decoder_layers: int.
+        num_heads: int, attention heads.
+        intermediate_dim: int, feed-forward width.
+        max_sequence_length: int, longest source or target sequence.
+        dropout: float.
+        padding_id: int, id of padding tokens.
+        **kwargs: `keras.layers.Layer` arguments.
+
+    Example:
+
+    >>> import numpy as np
+    >>> generator = CopyTransformerGenerator(vocabulary_size=50, hidden_dim=16,
+    ...     num_heads=2, intermediate_dim=32, max_sequence_length=16)
+    >>> log_probs = generator({"encoder_token_ids": np.array([[5, 6, 7, 0]]),
+    ...                        "decoder_token_ids": np.array([[1, 6]])})
+    >>> log_probs.shape
+    TensorShape([1, 2, 50])
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        hidden_dim=128,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        intermediate_dim=256,
+        max_sequence_length=128,
+        dropout=0.1,
+        padding_id=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value in (
+            ("vocabulary_size", vocabulary_size),
+            ("hidden_dim", hidden_dim),
+            ("num_encoder_layers", num_encoder_layers),
+            ("num_decoder_layers", num_decoder_layers),
+            ("num_heads", num_heads),
+            ("intermediate_dim", intermediate_dim),
+            ("max_sequence_length", max_sequence_length),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"`{name}` must be a positive integer. Received: {name}={value!r}"
+                )
+        self.vocabulary_size = vocabulary_size
+        self.hidden_dim = hidden_dim
+        self.num_encoder_layers = num_encoder_layers
+        self.num_decoder_layers = num_decoder_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.max_sequence_length = max_sequence_length
+        self.dropout = dropout
+        self.padding_id = padding_id
+        self.embedding = keras_hub.layers.TokenAndPositionEmbedding(
+            vocabulary_size, max_sequence_length, hidden_dim, name="embedding"
+        )
+        self.encoder_layers = [
+            keras_hub.layers.TransformerEncoder(
+                intermediate_dim, num_heads, dropout=dropout, name=f"encoder_{i}"
+            )
+            for i in range(num_encoder_layers)
+        ]
+        self.decoder_layers = [
+            keras_hub.layers.TransformerDecoder(
+                intermediate_dim, num_heads, dropout=dropout, name=f"decoder_{i}"
+            )
+            for i in range(num_decoder_layers)
+        ]
+        self.copy_query = keras.layers.Dense(hidden_dim, name="copy_query")
+        self.copy_key = keras.layers.Dense(hidden_dim, name="copy_key")
+        self.copy_gate = keras.layers.Dense(1, name="copy_gate")
+        self.build()
+
+    def build(self, input_shape=None):
+        """Creates every weight (by a forward pass on a dummy batch)."""
+        if self.built:
+            return
+        source = tf.zeros([1, 2], "int32")
+        self.decode(self.encode(source), tf.zeros([1, 2], "int32"))
+        self.built = True
+
+    def encode(self, encoder_token_ids, copy_mask=None, training=None):
+        """Runs the encoder once; returns the state `decode` needs.
+
+        Args:
+            encoder_token_ids: int tensor `(batch, source)`.
+            copy_mask: optional bool tensor `(batch, source)`.
+            training: bool.
+
+        Returns:
+            A dict of tensors with leading dimension `batch`.
+        """
+        encoder_token_ids = tf.cast(encoder_token_ids, "int32")
+        padding_mask = tf.not_equal(encoder_token_ids, self.padding_id)
+        hidden = self.embedding(encoder_token_ids)
+        for layer in self.encoder_layers:
+            hidden = layer(hidden, padding_mask=padding_mask, training=training)
+        if copy_mask is None:
+            copy_mask = padding_mask
+        return {
+            "encoder_outputs": hidden,
+            "encoder_token_ids": encoder_token_ids,
+            "encoder_padding_mask": padding_mask,
+            "copy_mask": tf.logical_and(tf.cast(copy_mask, "bool"), padding_mask),
+        }
+
+    def decode(self, encoded, decoder_token_ids, training=None):
+        """Log-probabilities `(batch, time, vocab)` given `encode`'s state.
+
+        Args:
+            encoded: dict returned by `encode`.
+            decoder_token_ids: int tensor `(batch, time)`.
+            training: bool.
+        """
+        decoder_token_ids = tf.cast(decoder_token_ids, "int32")
+        hidden = self.embedding(decoder_token_ids)
+        for layer in self.decoder_layers:
+            hidden = layer(
+                hidden,
+                encoded["encoder_outputs"],
+                decoder_padding_mask=tf.not_equal(decoder_token_ids, self.padding_id),
+                encoder_padding_mask=encoded["encoder_padding_mask"],
+                training=training,
+            )
+        vocab_probs = tf.nn.softmax(
+            tf.cast(self.embedding.token_embedding(hidden, reverse=True), "float32")
+        )
+        copy_scores = tf.einsum(
+            "btd,bsd->bts",
+            self.copy_query(hidden),
+            self.copy_key(encoded["encoder_outputs"]),
+        ) / (self.hidden_dim**0.5)
+        copy_mask = encoded["copy_mask"][:, None, :]
+        copy_scores = tf.where(copy_mask, tf.cast(copy_scores, "float32"), -1e9)
+        copy_probs = tf.nn.softmax(copy_scores, axis=-1)
+        context = tf.einsum(
+            "bts,bsd->btd", copy_probs, tf.cast(encoded["encoder_outputs"], "float32")
+        )
+        gate = tf.sigmoid(
+            tf.cast(self.copy_gate(tf.concat([tf.cast(hidden, "float32"), context], -1)), "float32")
+        )
+        copied = scatter_copy_probs(
+            copy_probs, encoded["encoder_token_ids"], self.vocabulary_size
+        )
+        probs = gate * vocab_probs + (1.0 - gate) * copied
+        return tf.math.log(probs + 1e-9)
+
+    def call(self, inputs, training=None):
+        encoded = self.encode(
+            inputs["encoder_token_ids"], inputs.get("copy_mask"), training=training
+        )
+        return self.decode(encoded, inputs["decoder_token_ids"], training=training)
+
+    def compute_output_spec(self, inputs, training=None):
+        decoder = inputs["decoder_token_ids"]
+        return keras.KerasTensor(
+            (decoder.shape[0], decoder.shape[1], self.vocabulary_size), "float32"
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocabulary_size": self.vocabulary_size,
+                "hidden_dim": self.hidden_dim,
+                "num_encoder_layers": self.num_encoder_layers,
+                "num_decoder_layers": self.num_decoder_layers,
+                "num_heads": self.num_heads,
+                "intermediate_dim": self.intermediate_dim,
+                "max_sequence_length": self.max_sequence_length,
+                "dropout": self.dropout,
+                "padding_id": self.padding_id,
+            }
+        )
+        return config

@@ -1,0 +1,225 @@
+"""`RagPreprocessor`: raw question/answer strings to RAG model inputs."""
+
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+# Reduced ids of the special tokens; reduced id `i` maps back to full id
+# `vocabulary_ids[i]`.
+PADDING_ID, UNKNOWN_ID, START_ID, END_ID = 0, 1, 2, 3
+
+_JOIN_AROUND = re.compile(r"\s*([-'])\s*")
+_JOIN_BEFORE = re.compile(r"\s+([,.;:)])")
+_JOIN_AFTER = re.compile(r"([(])\s+")
+
+
+def strip_accents(texts):
+    """Removes accents in the graph ("Bogotá" → "Bogota").
+
+    The uncased MiniLM WordPiece vocabulary does not strip accents itself and
+    maps words with accented letters to `[UNK]`.
+    """
+    decomposed = tf_text.normalize_utf8(texts, "NFD")
+    return tf.strings.regex_replace(decomposed, r"\p{Mn}", "")
+
+
+def _tidy(text):
+    text = _JOIN_AROUND.sub(r"\1", text)
+    text = _JOIN_BEFORE.sub(r"\1", text)
+    return _JOIN_AFTER.sub(r"\1", text).strip()
+
+
+@keras.saving.register_keras_serializable(package="keras_ragkd")
+class RagPreprocessor(keras.layers.Layer):
+    """Tokenises questions, answers and passages for a RAG task model.
+
+    The WordPiece tokenizer runs in the graph (inside `tf.data`). Token ids
+    are then mapped to a reduced vocabulary, the WordPiece ids that occur in
+    the knowledge base and training texts (`from_texts`), so the generator's
+    embedding and softmax stay small; other tokens become `[UNK]`. The first
+    four reduced ids are `[PAD]`, `[UNK]`, `[CLS]` (decoder start) and `[SEP]`
+    (end of answer).
+
+    Calling the layer on `x` (strings) or `(x, y)` (question and answer
+    strings) strips accents, then returns `x` as a dict `{"query", "question_token_ids"}` plus,
+    when `y` is given, `"decoder_token_ids"` (`[CLS] answer`) and labels
+    (`answer [SEP]`), both `(batch, answer_length)`.
+
+    Args:
+        tokenizer: a keras-hub WordPiece tokenizer (e.g.
+            `keras_ragkd.text.load_minilm_tokenizer()`), ragged outputs.
+        vocabulary_ids: list of WordPiece ids of the reduced vocabulary; the
+            first four must be the ids of `[PAD]`, `[UNK]`, `[CLS]`, `[SEP]`.
+        question_length: int, question tokens kept.
+        passage_length: int, passage tokens kept.
+        answer_length: int, decoder steps (answer tokens + 1).
+        query_as_text: bool, `"query"` is the raw question (for a query
+            encoder on strings such as `MiniLMEncoder`) instead of the
+            question token ids.
+        **kwargs: `keras.layers.Layer` arguments.
+
+    Example:
+
+    >>> from keras_ragkd.text import load_minilm_tokenizer
+    >>> tokenizer = load_minilm_tokenizer()
+    >>> preprocessor = RagPreprocessor.from_texts(
+    ...     tokenizer, ["The capital of France is Paris."])
+    >>> x, y = preprocessor(tf.constant(["What is the capital of France?"]),
+    ...                     tf.constant(["Paris"]))
+    >>> preprocessor.detokenize(y).tolist()
+    ['paris']
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        vocabulary_ids,
+        question_length=24,
+        passage_length=32,
+        answer_length=16,
+        query_as_text=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        vocabulary_ids = [int(i) for i in vocabulary_ids]
+        if len(vocabulary_ids) < 5 or len(set(vocabulary_ids)) != len(vocabulary_ids):
+            raise ValueError(
+                "`vocabulary_ids` must be a list of distinct WordPiece ids "
+                "starting with [PAD], [UNK], [CLS], [SEP]. Received: "
+                f"vocabulary_ids={vocabulary_ids[:8]}... (len {len(vocabulary_ids)})"
+            )
+        for name, value in (
+            ("question_length", question_length),
+            ("passage_length", passage_length),
+            ("answer_length", answer_length),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ValueError(
+                    f"`{name}` must be an integer >= 2. Received: {name}={value!r}"
+                )
+        self.tokenizer = tokenizer
+        self.vocabulary_ids = vocabulary_ids
+        self.question_length = question_length
+        self.passage_length = passage_length
+        self.answer_length = answer_length
+        self.query_as_text = bool(query_as_text)
+        table = np.full(max(vocabulary_ids) + 2, UNKNOWN_ID, dtype="int32")
+        table[vocabulary_ids] = np.arange(len(vocabulary_ids), dtype="int32")
+        self._to_reduced = tf.constant(table)
+        self._to_full = tf.constant(np.asarray(vocabulary_ids, dtype="int32"))
+        # Inside a graph keras-hub tokenizers return ragged tensors (eagerly
+        # they return Python lists).
+        self._ragged_tokens = tf.function(
+            lambda texts: self.tokenizer(texts),
+            input_signature=[tf.TensorSpec([None], tf.string)],
+        )
+
+    @classmethod
+    def from_texts(cls, tokenizer, texts, **kwargs):
+        """Builds a preprocessor whose vocabulary covers `texts`' tokens.
+
+        Args:
+            tokenizer: keras-hub WordPiece tokenizer.
+            texts: iterable of strings (passages, questions, answers).
+            **kwargs: other constructor arguments.
+        """
+        texts = [str(text) for text in texts]
+        ragged_tokens = tf.function(lambda batch: tokenizer(batch))
+        ids = ragged_tokens(strip_accents(tf.constant(texts))).flat_values.numpy()
+        specials = [
+            tokenizer.token_to_id(token)
+            for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
+        ]
+        others = sorted(set(ids.tolist()) - set(specials))
+        return cls(tokenizer, specials + others, **kwargs)
+
+    @property
+    def vocabulary_size(self):
+        """Size of the reduced vocabulary."""
+        return len(self.vocabulary_ids)
+
+    def _token_ids(self, texts, length):
+        texts = strip_accents(tf.reshape(tf.convert_to_tensor(texts, tf.string), [-1]))
+        ragged = self._ragged_tokens(texts)
+        clipped = tf.minimum(ragged, tf.shape(self._to_reduced)[0] - 1)
+        reduced = tf.ragged.map_flat_values(tf.gather, self._to_reduced, clipped)
+        return reduced[:, :length]
+
+    def tokenize_questions(self, questions):
+        """Reduced question ids `(batch, question_length)`."""
+        ragged = self._token_ids(questions, self.question_length)
+        return ragged.to_tensor(PADDING_ID, shape=[None, self.question_length])
+
+    def tokenize_passages(self, texts, batch_size=256):
+        """Reduced passage ids, NumPy int32 `(len(texts), passage_length)`."""
+        texts = list(texts)
+        chunks = [
+            self._token_ids(texts[i : i + batch_size], self.passage_length)
+            .to_tensor(PADDING_ID, shape=[None, self.passage_length])
+            .numpy()
+            for i in range(0, len(texts), batch_size)
+        ]
+        return np.concatenate(chunks, axis=0).astype("int32")
+
+    def tokenize_answers(self, answers):
+        """`(decoder_token_ids, labels)`, each `(batch, answer_length)`."""
+        ragged = self._token_ids(answers, self.answer_length - 1)
+        batch = ragged.nrows()
+        starts = tf.fill([batch, 1], START_ID)
+        ends = tf.fill([batch, 1], END_ID)
+        shape = [None, self.answer_length]
+        decoder_token_ids = tf.concat([starts, ragged], axis=1).to_tensor(PADDING_ID, shape=shape)
+        labels = tf.concat([ragged, ends], axis=1).to_tensor(PADDING_ID, shape=shape)
+        return decoder_token_ids, labels
+
+    def call(self, x, y=None, sample_weight=None):
+        questions = tf.reshape(tf.convert_to_tensor(x, tf.string), [-1])
+        question_token_ids = self.tokenize_questions(questions)
+        inputs = {
+            "query": questions if self.query_as_text else question_token_ids,
+            "question_token_ids": question_token_ids,
+        }
+        if y is None:
+            return inputs
+        decoder_token_ids, labels = self.tokenize_answers(y)
+        inputs["decoder_token_ids"] = decoder_token_ids
+        return keras.utils.pack_x_y_sample_weight(inputs, labels, sample_weight)
+
+    def detokenize(self, token_ids):
+        """Reduced ids `(batch, time)` → NumPy array of answer strings.
+
+        Decoding stops at the first `[SEP]`; padding and `[CLS]` are dropped.
+        """
+        token_ids = np.asarray(keras.ops.convert_to_numpy(token_ids)).astype("int32")
+        full_ids = self._to_full.numpy()
+        rows = []
+        for row in token_ids.tolist():
+            if END_ID in row:
+                row = row[: row.index(END_ID)]
+            rows.append([int(full_ids[i]) for i in row if i not in (PADDING_ID, START_ID)])
+        texts = self.tokenizer.detokenize(tf.ragged.constant(rows, dtype="int32", ragged_rank=1))
+        texts = [t.decode() if isinstance(t, bytes) else str(t) for t in texts]
+        return np.asarray([_tidy(text) for text in texts], dtype=object)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "tokenizer": keras.saving.serialize_keras_object(self.tokenizer),
+                "vocabulary_ids": self.vocabulary_ids,
+                "question_length": self.question_length,
+                "passage_length": self.passage_length,
+                "answer_length": self.answer_length,
+                "query_as_text": self.query_as_text,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["tokenizer"] = keras.saving.deserialize_keras_object(config["tokenizer"])
+        return cls(**config)

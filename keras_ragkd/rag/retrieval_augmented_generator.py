@@ -1,0 +1,325 @@
+"""`RetrievalAugmentedGenerator`: retrieve passages, generate, marginalise."""
+
+import keras
+import tensorflow as tf
+
+from keras_ragkd.rag.decoding import beam_search
+from keras_ragkd.rag.marginalization import add_document_log_probs
+from keras_ragkd.rag.marginalization import document_log_probs
+from keras_ragkd.rag.marginalization import rag_token_marginal
+
+MARGINALIZATIONS = ("token", "sequence")
+
+
+def _repeat_groups(tensor, batch_size, group_size, repeats):
+    """`(batch * group, ...)` → `(batch * repeats * group, ...)`, groups kept whole."""
+    rest = tf.shape(tensor)[1:]
+    grouped = tf.reshape(tensor, [batch_size, -1])
+    repeated = tf.repeat(grouped, repeats, axis=0)
+    return tf.reshape(repeated, tf.concat([[-1], rest], axis=0))
+
+
+@keras.saving.register_keras_serializable(package="keras_ragkd")
+class RetrievalAugmentedGenerator(keras.layers.Layer):
+    """Retrieval-augmented generation (RAG-Token or RAG-Sequence) as a layer.
+
+    For each input the `query_encoder` embeds the query, the `retriever`
+    (a `keras_ragkd.retrieval.PassageRetriever`, FAISS via `tf.py_function`
+    or in-graph) returns `n_docs` passages with their token ids and scores
+    `<q, d_z>` recomputed in the graph, the `generator` reads
+    `[question tokens; passage tokens]` for each passage, and the per-passage
+    distributions are marginalised with `P(z|x) = softmax(scale * scores)`:
+
+    - `marginalization="token"`: output `(batch, time, vocab)` marginal
+      log-probabilities `log P(y_t|x, y_<t)`; train with
+      `RagTokenLoss` or `SparseCategoricalCrossentropy(from_logits=True)`,
+      distil with the `Distiller`.
+    - `marginalization="sequence"`: output `(batch, n_docs, time, vocab)`
+      per-passage log-probabilities with `log P(z|x)` folded into the first
+      step; train with `RagSequenceLoss`.
+
+    Gradients reach the query encoder through the document scores. Passages
+    the retriever marks invalid get `P(z|x) = 0`.
+
+    Inputs are a dict with `"query"` (whatever `query_encoder` takes: raw
+    strings or token ids), `"question_token_ids"` `(batch, question_length)`
+    and `"decoder_token_ids"` `(batch, time)`.
+
+    The generator is any layer mapping `{"encoder_token_ids",
+    "decoder_token_ids", "copy_mask"}` to logits or log-probabilities
+    `(batch, time, vocab)` (log-softmax is applied, which leaves
+    log-probabilities unchanged); if it also has `encode`/`decode` methods
+    (like `CopyTransformerGenerator`) generation reuses the encoder state.
+
+    Args:
+        query_encoder: Keras layer, query → `(batch, dim)` embeddings.
+        retriever: `PassageRetriever` built with `passage_token_ids`, whose
+            `k >= n_docs`.
+        generator: Keras layer, see above.
+        n_docs: int, passages per input.
+        marginalization: `"token"` or `"sequence"`.
+        doc_score_scale: float, initial multiplier of the retrieval scores in
+            `P(z|x)` (unit-norm embeddings give scores in [-1, 1]).
+        train_doc_score_scale: bool, whether the scale is trainable.
+        copy_from_question: bool, whether the generator may copy question
+            tokens (else only passage tokens).
+        padding_id: int, the padding token id.
+        **kwargs: `keras.layers.Layer` arguments.
+
+    Example:
+
+    >>> rag = RetrievalAugmentedGenerator(query_encoder, retriever, generator,
+    ...                                   n_docs=3)  # doctest: +SKIP
+    >>> log_probs = rag({"query": questions, "question_token_ids": q_ids,
+    ...                  "decoder_token_ids": dec_ids})  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        query_encoder,
+        retriever,
+        generator,
+        n_docs=5,
+        marginalization="token",
+        doc_score_scale=10.0,
+        train_doc_score_scale=True,
+        copy_from_question=False,
+        padding_id=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if marginalization not in MARGINALIZATIONS:
+            raise ValueError(
+                f"`marginalization` must be one of {MARGINALIZATIONS}. "
+                f"Received: marginalization={marginalization!r}"
+            )
+        if isinstance(n_docs, bool) or not isinstance(n_docs, int) or n_docs < 1:
+            raise ValueError(
+                f"`n_docs` must be a positive integer. Received: n_docs={n_docs!r}"
+            )
+        retriever_k = getattr(retriever, "k", n_docs)
+        if retriever_k < n_docs:
+            raise ValueError(
+                "The retriever must return at least `n_docs` passages per "
+                f"query; its `k` is {retriever_k}. Received: n_docs={n_docs}"
+            )
+        self.query_encoder = query_encoder
+        self.retriever = retriever
+        self.generator = generator
+        self.n_docs = n_docs
+        self.marginalization = marginalization
+        self.initial_doc_score_scale = float(doc_score_scale)
+        self.train_doc_score_scale = bool(train_doc_score_scale)
+        self.copy_from_question = bool(copy_from_question)
+        self.padding_id = int(padding_id)
+        self.doc_score_scale = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(self.initial_doc_score_scale),
+            trainable=self.train_doc_score_scale,
+            name="doc_score_scale",
+        )
+        self.built = True
+
+    def retrieve(self, inputs, training=None):
+        """Embeds the queries and retrieves `n_docs` passages each.
+
+        Returns:
+            A dict with `"rows"` int32 `(batch, n_docs)`, `"mask"` bool,
+            `"doc_scores"` float32 (raw inner products),
+            `"doc_log_probs"` float32 `log P(z|x)` and
+            `"passage_token_ids"` int32 `(batch, n_docs, length)`.
+        """
+        query_embeddings = self.query_encoder(inputs["query"], training=training)
+        retrieved = self.retriever(query_embeddings)
+        if "passage_token_ids" not in retrieved:
+            raise ValueError(
+                "The retriever must be built with `passage_token_ids` so the "
+                "generator can read the passages. Received: retriever outputs "
+                f"{sorted(retrieved)}"
+            )
+        n = self.n_docs
+        result = {
+            "rows": retrieved["rows"][:, :n],
+            "mask": tf.cast(retrieved["mask"][:, :n], "bool"),
+            "doc_scores": tf.cast(retrieved["doc_scores"][:, :n], "float32"),
+            "passage_token_ids": tf.cast(retrieved["passage_token_ids"][:, :n], "int32"),
+        }
+        result["doc_log_probs"] = document_log_probs(
+            self.doc_score_scale * result["doc_scores"], result["mask"]
+        )
+        return result
+
+    def _generator_sources(self, question_token_ids, passage_token_ids):
+        """`[question; passage]` ids `(batch * n_docs, source)` and the copy mask."""
+        question_token_ids = tf.cast(question_token_ids, "int32")
+        questions = tf.repeat(question_token_ids, self.n_docs, axis=0)
+        passages = tf.reshape(
+            passage_token_ids, [-1, tf.shape(passage_token_ids)[-1]]
+        )
+        sources = tf.concat([questions, passages], axis=1)
+        copy_mask = tf.not_equal(sources, self.padding_id)
+        if not self.copy_from_question:
+            in_passage = tf.concat(
+                [tf.zeros_like(questions, "bool"), tf.ones_like(passages, "bool")], axis=1
+            )
+            copy_mask = tf.logical_and(copy_mask, in_passage)
+        return sources, copy_mask
+
+    def encode_context(self, inputs, training=None):
+        """Retrieval plus the generator's encoder pass, reusable across steps."""
+        retrieved = self.retrieve(inputs, training=training)
+        sources, copy_mask = self._generator_sources(
+            inputs["question_token_ids"], retrieved["passage_token_ids"]
+        )
+        if hasattr(self.generator, "encode"):
+            encoded = self.generator.encode(sources, copy_mask, training=training)
+        else:
+            encoded = {"encoder_token_ids": sources, "copy_mask": copy_mask}
+        return {"retrieved": retrieved, "encoded": encoded}
+
+    def _token_log_probs(self, encoded, decoder_token_ids, training=None):
+        """Per-passage log-probabilities, `(batch * n_docs, time, vocab)`."""
+        if hasattr(self.generator, "decode"):
+            outputs = self.generator.decode(encoded, decoder_token_ids, training=training)
+        else:
+            outputs = self.generator(
+                dict(encoded, decoder_token_ids=decoder_token_ids), training=training
+            )
+        return tf.nn.log_softmax(tf.cast(outputs, "float32"), axis=-1)
+
+    def call(self, inputs, training=None):
+        context = self.encode_context(inputs, training=training)
+        decoder_token_ids = tf.repeat(
+            tf.cast(inputs["decoder_token_ids"], "int32"), self.n_docs, axis=0
+        )
+        log_probs = self._token_log_probs(
+            context["encoded"], decoder_token_ids, training=training
+        )
+        shape = tf.shape(log_probs)
+        log_probs = tf.reshape(log_probs, [-1, self.n_docs, shape[1], shape[2]])
+        doc_log_probs = context["retrieved"]["doc_log_probs"]
+        if self.marginalization == "token":
+            return rag_token_marginal(doc_log_probs, log_probs)
+        return add_document_log_probs(doc_log_probs, log_probs)
+
+    def generate_token_ids(self, inputs, start_id, end_id, max_length=8,
+                           num_beams=1, vocabulary_size=None, marginalization=None):
+        """Decodes answers with RAG-Token or RAG-Sequence decoding.
+
+        RAG-Token decoding runs one beam search over the per-token marginal.
+        RAG-Sequence decoding runs a beam search per passage, then rescores
+        every candidate under every passage ("thorough" decoding) and keeps
+        the best `logsumexp_z(log P(z|x) + log P(y|x, z))`.
+
+        Args:
+            inputs: dict with `"query"` and `"question_token_ids"`.
+            start_id: int, the first decoder token.
+            end_id: int, the end token.
+            max_length: int, generated tokens.
+            num_beams: int, 1 for greedy.
+            vocabulary_size: int, the generator's output size (read from the
+                generator when it has `vocabulary_size`).
+            marginalization: `"token"`, `"sequence"` or `None` for the
+                layer's own.
+
+        Returns:
+            A tuple `(token_ids, scores)`: int32 `(batch, max_length)`
+            (ending with `end_id` then padding) and float32 `(batch,)`.
+        """
+        marginalization = marginalization or self.marginalization
+        if marginalization not in MARGINALIZATIONS:
+            raise ValueError(
+                f"`marginalization` must be one of {MARGINALIZATIONS}. "
+                f"Received: marginalization={marginalization!r}"
+            )
+        vocabulary_size = vocabulary_size or self.generator.vocabulary_size
+        context = self.encode_context(inputs, training=False)
+        batch_size = tf.shape(inputs["question_token_ids"])[0]
+        search = dict(
+            vocabulary_size=vocabulary_size, start_id=start_id, end_id=end_id,
+            max_length=max_length, num_beams=num_beams, padding_id=self.padding_id,
+        )
+        if marginalization == "token":
+            ids, scores = self._token_search(context, batch_size, search)
+            return ids[:, 0], scores[:, 0]
+        return self._sequence_search(context, batch_size, search)
+
+    def _token_search(self, context, batch_size, search):
+        beams, n_docs = search["num_beams"], self.n_docs
+        encoded = {
+            key: _repeat_groups(value, batch_size, n_docs, beams)
+            for key, value in context["encoded"].items()
+        }
+        doc_log_probs = tf.repeat(context["retrieved"]["doc_log_probs"], beams, axis=0)
+
+        def next_log_probs(ids):
+            per_doc = self._token_log_probs(encoded, tf.repeat(ids, n_docs, axis=0))
+            last = tf.reshape(per_doc[:, -1], [-1, n_docs, search["vocabulary_size"]])
+            return tf.reduce_logsumexp(doc_log_probs[:, :, None] + last, axis=1)
+
+        return beam_search(next_log_probs, batch_size, **search)
+
+    def _sequence_search(self, context, batch_size, search):
+        beams, n_docs = search["num_beams"], self.n_docs
+        encoded = {
+            key: tf.repeat(value, beams, axis=0)
+            for key, value in context["encoded"].items()
+        }
+
+        def next_log_probs(ids):
+            return self._token_log_probs(encoded, ids)[:, -1]
+
+        candidates, _ = beam_search(next_log_probs, batch_size * n_docs, **search)
+        n_candidates = n_docs * beams
+        candidates = tf.reshape(candidates, [batch_size, n_candidates, -1])
+        scores = self._sequence_scores(context, batch_size, candidates, search["start_id"])
+        best = tf.argmax(scores, axis=-1, output_type="int32")
+        return (
+            tf.gather(candidates, best, batch_dims=1),
+            tf.gather(scores, best, batch_dims=1),
+        )
+
+    def _sequence_scores(self, context, batch_size, candidates, start_id):
+        """`log P(y|x)` of candidates `(batch, n_candidates, time)`."""
+        n_docs = self.n_docs
+        n_candidates = tf.shape(candidates)[1]
+        encoded = {
+            key: _repeat_groups(value, batch_size, n_docs, n_candidates)
+            for key, value in context["encoded"].items()
+        }
+        labels = tf.reshape(candidates, [batch_size * n_candidates, -1])
+        starts = tf.fill([tf.shape(labels)[0], 1], tf.constant(start_id, "int32"))
+        decoder_ids = tf.concat([starts, labels[:, :-1]], axis=1)
+        per_doc = self._token_log_probs(encoded, tf.repeat(decoder_ids, n_docs, axis=0))
+        doc_labels = tf.repeat(labels, n_docs, axis=0)
+        picked = tf.gather(per_doc, doc_labels, axis=-1, batch_dims=2)
+        valid = tf.cast(tf.not_equal(doc_labels, self.padding_id), "float32")
+        sequence = tf.reshape(
+            tf.reduce_sum(picked * valid, axis=-1), [batch_size, n_candidates, n_docs]
+        )
+        doc_log_probs = context["retrieved"]["doc_log_probs"][:, None, :]
+        return tf.reduce_logsumexp(sequence + doc_log_probs, axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "query_encoder": keras.saving.serialize_keras_object(self.query_encoder),
+                "retriever": keras.saving.serialize_keras_object(self.retriever),
+                "generator": keras.saving.serialize_keras_object(self.generator),
+                "n_docs": self.n_docs,
+                "marginalization": self.marginalization,
+                "doc_score_scale": self.initial_doc_score_scale,
+                "train_doc_score_scale": self.train_doc_score_scale,
+                "copy_from_question": self.copy_from_question,
+                "padding_id": self.padding_id,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("query_encoder", "retriever", "generator"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)

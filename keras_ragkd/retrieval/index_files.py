@@ -1,0 +1,194 @@
+"""On-disk format of a `PassageIndex`: atomic writes and verified reads.
+
+A saved index is a folder:
+
+```
+manifest.json            # the commit record, replaced atomically
+data-<hex>/index.faiss   # faiss.write_index
+data-<hex>/passages.jsonl
+data-<hex>/embeddings.npy
+```
+
+The manifest names the data folder and holds each file's size and SHA-256.
+Nothing is pickled: JSON, `.npy` (read with `allow_pickle=False`) and FAISS's
+own format only.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+
+import faiss
+import numpy as np
+
+MANIFEST_FILE = "manifest.json"
+DATA_FILES = {
+    "index": "index.faiss",
+    "passages": "passages.jsonl",
+    "embeddings": "embeddings.npy",
+}
+
+
+def write_data_files(folder, faiss_index, passages, embeddings):
+    """Writes the three data files into `folder`; returns their manifest entries."""
+    paths = {key: os.path.join(folder, name) for key, name in DATA_FILES.items()}
+    faiss.write_index(faiss_index, paths["index"])
+    with open(paths["passages"], "w", encoding="utf-8") as f:
+        for passage in passages:
+            f.write(json.dumps(passage, ensure_ascii=False) + "\n")
+    with open(paths["embeddings"], "wb") as f:
+        np.save(f, np.ascontiguousarray(embeddings, dtype=np.float32))
+    files = {}
+    for key, path in paths.items():
+        fsync_file(path)
+        files[key] = {
+            "path": DATA_FILES[key],
+            "bytes": os.path.getsize(path),
+            "sha256": sha256_of(path),
+        }
+    fsync_directory(folder)
+    return files
+
+
+def atomic_write_json(path, content):
+    """Writes JSON to a temporary file beside `path`, then `os.replace`s it."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(content, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+    fsync_directory(os.path.dirname(os.path.abspath(path)))
+
+
+def remove_stale_data(directory, keep):
+    """Deletes data folders and leftovers of earlier or interrupted saves."""
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        stale_folder = name.startswith(("data-", ".staging-")) and name != keep
+        stale_manifest = name.startswith(f"{MANIFEST_FILE}.tmp-")
+        if stale_folder and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif stale_manifest:
+            os.remove(path)
+
+
+def read_manifest(directory, format_version):
+    path = os.path.join(directory, MANIFEST_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(
+            "Expected a folder written by `PassageIndex.save` (with a "
+            f"{MANIFEST_FILE}). Received: directory={directory!r}"
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"The index manifest is not valid JSON ({error}). "
+            f"Received: manifest={path!r}"
+        ) from None
+    required = {
+        "format_version",
+        "dim",
+        "metric",
+        "count",
+        "encoder_identity",
+        "index_factory",
+        "search_parameters",
+        "data_folder",
+        "files",
+    }
+    if not isinstance(manifest, dict) or not required <= set(manifest):
+        raise ValueError(
+            f"The index manifest must have the keys {sorted(required)}. "
+            f"Received: manifest={path!r}"
+        )
+    if manifest["format_version"] != format_version:
+        raise ValueError(
+            f"Unsupported index format version (expected {format_version}). "
+            f"Received: format_version={manifest['format_version']!r}"
+        )
+    return manifest
+
+
+def check_data_files(directory, manifest, verify_checksums):
+    """Checks presence, sizes (and checksums) of the data files; returns paths."""
+    folder = os.path.join(directory, manifest["data_folder"])
+    paths = {}
+    for key, name in DATA_FILES.items():
+        entry = manifest["files"].get(key)
+        path = os.path.join(folder, name)
+        if entry is None or not os.path.isfile(path):
+            raise ValueError(
+                f"The index in {directory!r} is incomplete. "
+                f"Received: missing file={path!r}"
+            )
+        size = os.path.getsize(path)
+        if size != entry["bytes"]:
+            raise ValueError(
+                f"An index file is truncated or overwritten (expected "
+                f"{entry['bytes']} bytes). Received: {name} of {size} bytes"
+            )
+        if verify_checksums and sha256_of(path) != entry["sha256"]:
+            raise ValueError(
+                "An index file is corrupted (SHA-256 mismatch). "
+                f"Received: file={path!r}"
+            )
+        paths[key] = path
+    return paths
+
+
+def read_faiss_index(path, mmap):
+    flags = faiss.IO_FLAG_MMAP if mmap else 0
+    try:
+        return faiss.read_index(path, flags)
+    except RuntimeError as error:
+        raise ValueError(
+            f"FAISS cannot read the index file ({error}). Received: file={path!r}"
+        ) from None
+
+
+def read_embeddings(path, mmap):
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as error:
+        raise ValueError(
+            f"Cannot read the embeddings file ({error}). Received: file={path!r}"
+        ) from None
+
+
+def read_passages(path):
+    passages = []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            try:
+                passages.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise ValueError(
+                    "The passages file is corrupted. "
+                    f"Received: {path!r} line {line_number}"
+                ) from None
+    return passages
+
+
+def sha256_of(path, chunk_bytes=1 << 22):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_bytes), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fsync_file(path):
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_directory(path):
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,162 @@
+"""A light fallback encoder: TF-IDF followed by truncated SVD (LSA)."""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.feature_extraction.text import TfidfTransformer
+
+from keras_ragkd.retrieval.passage import check_texts
+
+CONFIG_FILE = "tfidf_encoder.json"
+ARRAYS_FILE = "tfidf_encoder.npz"
+# Words of any length, so that "3" or "a" count as terms.
+TOKEN_PATTERN = r"(?u)\b\w+\b"
+
+
+class TfidfEncoder:
+    """TF-IDF + TruncatedSVD text encoder from scikit-learn (no neural model).
+
+    `fit(texts)` learns the vocabulary, IDF weights and an SVD projection;
+    `encode(texts)` returns L2-normalised float32 vectors. Useful when no
+    pretrained model is available, and as a fast baseline. Saved as JSON +
+    `.npz` arrays (never pickled).
+
+    Args:
+        dim: int, output dimension (capped by the vocabulary size - 1).
+        ngram_range: tuple `(min_n, max_n)` of word n-grams.
+        seed: int, seed of the randomized SVD.
+
+    Example:
+
+    >>> from keras_ragkd.retrieval import TfidfEncoder
+    >>> texts = ["Paris is in France", "Rome is in Italy", "Bern is in Switzerland"]
+    >>> encoder = TfidfEncoder(dim=2).fit(texts)
+    >>> encoder.encode(["Paris France"]).shape
+    (1, 2)
+    """
+
+    def __init__(self, dim=128, ngram_range=(1, 2), seed=0):
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+            raise ValueError(f"`dim` must be a positive integer. Received: dim={dim!r}")
+        self.requested_dim = dim
+        self.ngram_range = tuple(ngram_range)
+        self.seed = seed
+        self.vocabulary = None
+        self.idf = None
+        self.components = None
+
+    def fit(self, texts):
+        """Learns vocabulary, IDF and the SVD projection. Returns `self`."""
+        texts = check_texts(texts)
+        counts = CountVectorizer(
+            ngram_range=self.ngram_range, token_pattern=TOKEN_PATTERN
+        ).fit(texts)
+        term_counts = counts.transform(texts)
+        tfidf = TfidfTransformer().fit(term_counts)
+        dim = min(self.requested_dim, term_counts.shape[1] - 1)
+        if dim < 1:
+            raise ValueError(
+                "TfidfEncoder needs texts with at least 2 distinct terms. "
+                f"Received: texts={texts[:3]!r}"
+            )
+        svd = TruncatedSVD(n_components=dim, random_state=self.seed)
+        svd.fit(tfidf.transform(term_counts))
+        self.vocabulary = {term: int(i) for term, i in counts.vocabulary_.items()}
+        self.idf = tfidf.idf_.astype(np.float64)
+        self.components = svd.components_.astype(np.float32)
+        return self
+
+    @property
+    def dim(self):
+        self._check_fitted()
+        return int(self.components.shape[0])
+
+    @property
+    def identity(self):
+        """`"tfidf-svd/<dim>/<hash of vocabulary and weights>"`."""
+        self._check_fitted()
+        digest = hashlib.sha256(
+            json.dumps(self.vocabulary, sort_keys=True).encode()
+        )
+        digest.update(self.idf.tobytes())
+        digest.update(self.components.tobytes())
+        return f"tfidf-svd/{self.dim}/{digest.hexdigest()[:16]}"
+
+    def encode(self, texts, batch_size=None, verbose=0):
+        """Encodes strings into a float32 `(n, dim)` NumPy array.
+
+        `batch_size` and `verbose` are accepted for interface compatibility
+        with the neural encoders; the whole list is transformed at once.
+        """
+        self._check_fitted()
+        texts = check_texts(texts)
+        counts = CountVectorizer(
+            ngram_range=self.ngram_range,
+            token_pattern=TOKEN_PATTERN,
+            vocabulary=self.vocabulary,
+        ).transform(texts)
+        tfidf = counts.multiply(self.idf).tocsr()
+        norms = np.sqrt(np.asarray(tfidf.multiply(tfidf).sum(axis=1))).ravel()
+        tfidf = tfidf.multiply(1.0 / np.maximum(norms, 1e-12)[:, None]).tocsr()
+        vectors = np.asarray(tfidf @ self.components.T, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+    def save(self, directory):
+        """Writes the encoder as JSON + `.npz` (no pickle) into `directory`."""
+        self._check_fitted()
+        os.makedirs(directory, exist_ok=True)
+        config = {
+            "dim": self.requested_dim,
+            "ngram_range": list(self.ngram_range),
+            "seed": self.seed,
+            "vocabulary": self.vocabulary,
+        }
+        _atomic_write(
+            os.path.join(directory, CONFIG_FILE),
+            lambda f: f.write(json.dumps(config).encode()),
+        )
+        _atomic_write(
+            os.path.join(directory, ARRAYS_FILE),
+            lambda f: np.savez(f, idf=self.idf, components=self.components),
+        )
+
+    @classmethod
+    def load(cls, directory):
+        """Loads an encoder written by `save`."""
+        config_path = os.path.join(directory, CONFIG_FILE)
+        arrays_path = os.path.join(directory, ARRAYS_FILE)
+        for path in (config_path, arrays_path):
+            if not os.path.exists(path):
+                raise ValueError(
+                    "Expected a folder written by `TfidfEncoder.save`. "
+                    f"Received: missing file={path!r}"
+                )
+        with open(config_path) as f:
+            config = json.load(f)
+        encoder = cls(config["dim"], tuple(config["ngram_range"]), config["seed"])
+        encoder.vocabulary = config["vocabulary"]
+        with np.load(arrays_path, allow_pickle=False) as arrays:
+            encoder.idf = arrays["idf"]
+            encoder.components = arrays["components"]
+        return encoder
+
+    def _check_fitted(self):
+        if self.components is None:
+            raise ValueError(
+                "This TfidfEncoder is not fitted; call `fit(texts)` first. "
+                "Received: components=None"
+            )
+
+
+def _atomic_write(path, write):
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
