@@ -15,6 +15,9 @@ from keras_ragkd.distillation import cached_batch
 METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1
 _MIN_REST_MASS = 1e-30
+# Caches up to this size are served from memory (in-graph), larger ones are
+# read batch by batch from the memory-mapped `.npy` files.
+IN_MEMORY_BYTES = 1 << 30
 
 
 class TeacherCache:
@@ -212,32 +215,42 @@ class TeacherCache:
                 return x, labels
             return x, labels, sample_weight
 
-        return tf.data.Dataset.zip(dataset, teacher_outputs).map(merge)
+        merged = tf.data.Dataset.zip(dataset, teacher_outputs).map(
+            merge, num_parallel_calls=tf.data.AUTOTUNE
+        )
+        return merged.prefetch(tf.data.AUTOTUNE)
 
     def _teacher_dataset(self):
         arrays = self.arrays()
-        offsets = np.cumsum([0] + self.metadata["batch_sizes"])
-        temperature = self.temperature
+        if self.temperature is not None:
+            arrays[cached_batch.CACHE_TEMPERATURE] = np.full(
+                (self.count,), self.temperature, "float32"
+            )
+        batch_sizes = self.metadata["batch_sizes"]
+        uniform = all(size == batch_sizes[0] for size in batch_sizes[:-1])
+        nbytes = sum(a.nbytes for a in arrays.values())
+        if uniform and batch_sizes[-1] <= batch_sizes[0] and nbytes <= IN_MEMORY_BYTES:
+            # Small caches with `.batch(n)`-style batching: in-graph slicing.
+            in_memory = {name: np.asarray(a) for name, a in arrays.items()}
+            outputs = tf.data.Dataset.from_tensor_slices(in_memory)
+            return outputs.batch(batch_sizes[0])
+        return _memmap_batches(arrays, batch_sizes)
 
-        def generate():
-            for start, stop in zip(offsets[:-1], offsets[1:]):
-                batch = {name: np.asarray(a[start:stop]) for name, a in arrays.items()}
-                if temperature is not None:
-                    batch[cached_batch.CACHE_TEMPERATURE] = np.full(
-                        (stop - start,), temperature, "float32"
-                    )
-                yield batch
 
-        signature = {
-            name: tf.TensorSpec((None,) + a.shape[1:], a.dtype)
-            for name, a in arrays.items()
-        }
-        if temperature is not None:
-            signature[cached_batch.CACHE_TEMPERATURE] = tf.TensorSpec((None,), "float32")
-        outputs = tf.data.Dataset.from_generator(generate, output_signature=signature)
-        return outputs.apply(
-            tf.data.experimental.assert_cardinality(len(self.metadata["batch_sizes"]))
-        )
+def _memmap_batches(arrays, batch_sizes):
+    """Batches read lazily from memory-mapped arrays (large caches)."""
+    offsets = np.cumsum([0] + list(batch_sizes))
+
+    def generate():
+        for start, stop in zip(offsets[:-1], offsets[1:]):
+            yield {name: np.asarray(a[start:stop]) for name, a in arrays.items()}
+
+    signature = {
+        name: tf.TensorSpec((None,) + a.shape[1:], a.dtype)
+        for name, a in arrays.items()
+    }
+    outputs = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return outputs.apply(tf.data.experimental.assert_cardinality(len(batch_sizes)))
 
 
 def _check_build_args(teacher, dataset, directory, top_k, temperature, overwrite):

@@ -1,5 +1,6 @@
 """Retrieval-augmented generation: the RAG layer, generators, task model, metrics."""
 
+from keras_ragkd.rag.callbacks import TimeLimit
 from keras_ragkd.rag.copy_generator import CopyTransformerGenerator
 from keras_ragkd.rag.copy_generator import scatter_copy_probs
 from keras_ragkd.rag.counterfactual import counterfactual_augment
@@ -26,6 +27,7 @@ __all__ = [
     "RagSequenceLoss",
     "RagTokenLoss",
     "RetrievalAugmentedGenerator",
+    "TimeLimit",
     "answer_scores",
     "GENERATOR_SIZES",
     "beam_search",

@@ -53,7 +53,9 @@ class CopyTransformerGenerator(keras.layers.Layer):
     tied-embedding softmax over the vocabulary with a pointer distribution
     over the source tokens (See et al. 2017), so the generator can emit
     tokens it never saw as targets, e.g. the capital of a held-out country
-    read from a retrieved passage.
+    read from a retrieved passage. Each decoder input also receives the
+    encoder state that follows that token in the source (matched by id), which
+    lets the decoder continue a multi-piece span and stop at its end.
 
     Inputs are a dict with `"encoder_token_ids"` `(batch, source)`,
     `"decoder_token_ids"` `(batch, time)` and optionally `"copy_mask"`
@@ -138,6 +140,9 @@ class CopyTransformerGenerator(keras.layers.Layer):
         self.copy_query = keras.layers.Dense(hidden_dim, name="copy_query")
         self.copy_key = keras.layers.Dense(hidden_dim, name="copy_key")
         self.copy_gate = keras.layers.Dense(1, name="copy_gate")
+        self.follow_projection = keras.layers.Dense(
+            hidden_dim, use_bias=False, name="follow_projection"
+        )
         self.build()
 
     def build(self, input_shape=None):
@@ -182,7 +187,9 @@ class CopyTransformerGenerator(keras.layers.Layer):
             training: bool.
         """
         decoder_token_ids = tf.cast(decoder_token_ids, "int32")
-        hidden = self.embedding(decoder_token_ids)
+        hidden = self.embedding(decoder_token_ids) + self._follow_features(
+            encoded, decoder_token_ids
+        )
         for layer in self.decoder_layers:
             hidden = layer(
                 hidden,
@@ -213,6 +220,26 @@ class CopyTransformerGenerator(keras.layers.Layer):
         )
         probs = gate * vocab_probs + (1.0 - gate) * copied
         return tf.math.log(probs + 1e-9)
+
+    def _follow_features(self, encoded, decoder_token_ids):
+        """What follows each decoder input token where it occurs in the source.
+
+        For decoder token `y_t`, averages the encoder states at positions
+        `s + 1` over the copyable positions `s` holding `y_t`. Matching is by
+        token id, so it works for tokens the model never saw as targets: after
+        copying "lu" from "lu ##anda" the decoder sees "##anda" next, and
+        after the last piece of an answer it sees the "." that ends it.
+        """
+        outputs = tf.cast(encoded["encoder_outputs"], "float32")
+        next_states = tf.concat([outputs[:, 1:], tf.zeros_like(outputs[:, :1])], axis=1)
+        matches = tf.logical_and(
+            tf.equal(decoder_token_ids[:, :, None], encoded["encoder_token_ids"][:, None, :]),
+            encoded["copy_mask"][:, None, :],
+        )
+        matches = tf.cast(matches, "float32")
+        matches = matches / tf.maximum(tf.reduce_sum(matches, axis=-1, keepdims=True), 1.0)
+        follow = tf.einsum("bts,bsd->btd", matches, next_states)
+        return tf.cast(self.follow_projection(follow), self.compute_dtype)
 
     def call(self, inputs, training=None):
         encoded = self.encode(

@@ -110,12 +110,16 @@ class RagPreprocessor(keras.layers.Layer):
         table[vocabulary_ids] = np.arange(len(vocabulary_ids), dtype="int32")
         self._to_reduced = tf.constant(table)
         self._to_full = tf.constant(np.asarray(vocabulary_ids, dtype="int32"))
+        self.built = True
         # Inside a graph keras-hub tokenizers return ragged tensors (eagerly
         # they return Python lists).
         self._ragged_tokens = tf.function(
             lambda texts: self.tokenizer(texts),
             input_signature=[tf.TensorSpec([None], tf.string)],
         )
+
+    def build(self, input_shape=None):
+        self.built = True
 
     @classmethod
     def from_texts(cls, tokenizer, texts, **kwargs):

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_ragkd.rag.copy_generator import CopyTransformerGenerator
 from keras_ragkd.rag.losses import RagSequenceLoss
 from keras_ragkd.rag.losses import RagTokenLoss
 from keras_ragkd.rag.preprocessor import END_ID
@@ -95,6 +96,12 @@ class RagQuestionAnswerer(keras.Model):
                 loss = RagSequenceLoss(normalize_by_length=True)
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     # Data.
 
     def preprocess(self, questions, answers=None, batch_size=32, shuffle=False, seed=None):
@@ -127,18 +134,29 @@ class RagQuestionAnswerer(keras.Model):
         if isinstance(x, tf.data.Dataset):
             if y is not None:
                 raise ValueError(
-                    "Pass answers inside the dataset, not as `y`. Received: y={y!r:.80}"
+                    "Pass the answers inside the dataset of (question, answer) "
+                    f"string pairs, not as `y`. Received: y={y!r:.80}"
                 )
+            spec = x.element_spec
+            first = spec[0] if isinstance(spec, tuple) else spec
+            if isinstance(first, dict):
+                return x  # Already preprocessed, e.g. by `preprocess`.
             return x.map(self.preprocessor, num_parallel_calls=1)
         return self.preprocess(x, y, batch_size=batch_size or 32, shuffle=shuffle)
 
     def fit(self, x=None, y=None, batch_size=None, shuffle=True, validation_data=None, **kwargs):
-        """Trains on question/answer strings (lists, or a dataset of string pairs)."""
+        """Trains on question/answer strings.
+
+        `x` is a list of questions with answers `y`, a batched
+        `tf.data.Dataset` of `(question, answer)` string pairs, or a dataset
+        already preprocessed (as returned by `preprocess`). `shuffle` applies
+        to lists. Other arguments are those of `keras.Model.fit`.
+        """
         dataset = self._as_dataset(x, y, batch_size, shuffle)
-        if validation_data is not None:
-            validation_data = self._as_dataset(*validation_data, batch_size, False) if isinstance(
-                validation_data, tuple
-            ) else self._as_dataset(validation_data, None, batch_size, False)
+        if isinstance(validation_data, tuple):
+            validation_data = self._as_dataset(*validation_data, batch_size, False)
+        elif validation_data is not None:
+            validation_data = self._as_dataset(validation_data, None, batch_size, False)
         return super().fit(dataset, validation_data=validation_data, shuffle=False, **kwargs)
 
     def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
@@ -152,6 +170,7 @@ class RagQuestionAnswerer(keras.Model):
         if key not in self._generate_functions:
             vocabulary_size = self.preprocessor.vocabulary_size
 
+            @tf.autograph.experimental.do_not_convert
             def generate(inputs):
                 # The first decoding step attends over one position, which
                 # makes Keras warn about a softmax over a size-1 axis.
@@ -279,21 +298,17 @@ GENERATOR_SIZES = {
 }
 
 
-def build_rag_question_answerer(index, query_encoder, vocabulary_texts, tokenizer,
-                                generator="small", n_docs=3, k=None,
-                                marginalization="token", backend="faiss",
-                                doc_score_scale=10.0, dropout=0.1,
-                                question_length=24, passage_length=32,
-                                answer_length=12, query_as_text=True):
+def build_rag_question_answerer(index, query_encoder, preprocessor, generator="small",
+                                n_docs=3, k=None, marginalization="token",
+                                backend="faiss", doc_score_scale=10.0, dropout=0.1):
     """Builds a `RagQuestionAnswerer` over an index in one call.
 
     Args:
         index: a `PassageIndex` (embedded by `query_encoder`'s family).
-        query_encoder: Keras model, raw strings (or token ids when
-            `query_as_text=False`) → `(batch, index.dim)`.
-        vocabulary_texts: strings whose tokens form the reduced output
-            vocabulary (passages, questions, answers).
-        tokenizer: keras-hub WordPiece tokenizer (ragged outputs).
+        query_encoder: Keras model, the preprocessor's `"query"` (raw strings
+            or token ids) → `(batch, index.dim)`.
+        preprocessor: a `RagPreprocessor`; models that share one share the
+            output vocabulary (as a distillation teacher and student must).
         generator: a size name from `GENERATOR_SIZES` (`"tiny"`, `"small"`,
             `"base"`), a dict of `CopyTransformerGenerator` arguments, or a
             generator layer.
@@ -301,39 +316,30 @@ def build_rag_question_answerer(index, query_encoder, vocabulary_texts, tokenize
         k: retriever depth (defaults to `n_docs`).
         marginalization: `"token"` or `"sequence"`.
         backend: `"faiss"` or `"tensor"`.
-        doc_score_scale: initial `P(z|x)` temperature multiplier.
+        doc_score_scale: initial multiplier of the scores in `P(z|x)`.
         dropout: generator dropout (for size names and dicts).
-        question_length, passage_length, answer_length: token budgets.
-        query_as_text: whether the query encoder takes raw strings.
 
     Example:
 
-    >>> model = build_rag_question_answerer(index, encoder, texts, tokenizer,
+    >>> preprocessor = RagPreprocessor.from_texts(tokenizer, texts)  # doctest: +SKIP
+    >>> model = build_rag_question_answerer(index, encoder, preprocessor,
     ...                                     generator="small")  # doctest: +SKIP
     """
-    from keras_ragkd.rag.copy_generator import CopyTransformerGenerator
-    from keras_ragkd.rag.preprocessor import RagPreprocessor
-
-    preprocessor = RagPreprocessor.from_texts(
-        tokenizer,
-        vocabulary_texts,
-        question_length=question_length,
-        passage_length=passage_length,
-        answer_length=answer_length,
-        query_as_text=query_as_text,
-    )
     if isinstance(generator, str):
         if generator not in GENERATOR_SIZES:
             raise ValueError(
                 f"`generator` must be one of {sorted(GENERATOR_SIZES)}, a dict "
                 f"or a layer. Received: generator={generator!r}"
             )
-        generator = dict(GENERATOR_SIZES[generator], dropout=dropout)
+        generator = GENERATOR_SIZES[generator]
     if isinstance(generator, dict):
         generator = CopyTransformerGenerator(
             preprocessor.vocabulary_size,
-            max_sequence_length=max(question_length + passage_length, answer_length),
-            **generator,
+            max_sequence_length=max(
+                preprocessor.question_length + preprocessor.passage_length,
+                preprocessor.answer_length,
+            ),
+            **dict({"dropout": dropout}, **generator),
         )
     retriever = make_passage_retriever(index, preprocessor, k or n_docs, backend)
     rag = RetrievalAugmentedGenerator(

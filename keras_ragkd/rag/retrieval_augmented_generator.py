@@ -68,10 +68,25 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
 
     Example:
 
+    >>> import keras, numpy as np
+    >>> from keras_ragkd.rag import CopyTransformerGenerator
+    >>> from keras_ragkd.retrieval import PassageIndex, PassageRetriever
+    >>> passage_ids = np.array([[5, 6, 7], [8, 9, 0], [5, 9, 7]])
+    >>> query_encoder = keras.Sequential([keras.layers.Embedding(20, 8),
+    ...     keras.layers.GlobalAveragePooling1D(), keras.layers.UnitNormalization()])
+    >>> index = PassageIndex.from_embeddings(
+    ...     [{"id": str(i), "text": f"passage {i}"} for i in range(3)],
+    ...     np.asarray(query_encoder(passage_ids)))
+    >>> retriever = PassageRetriever(index, k=2, passage_token_ids=passage_ids)
+    >>> generator = CopyTransformerGenerator(20, hidden_dim=8, num_heads=2,
+    ...     intermediate_dim=16, max_sequence_length=8)
     >>> rag = RetrievalAugmentedGenerator(query_encoder, retriever, generator,
-    ...                                   n_docs=3)  # doctest: +SKIP
-    >>> log_probs = rag({"query": questions, "question_token_ids": q_ids,
-    ...                  "decoder_token_ids": dec_ids})  # doctest: +SKIP
+    ...                                   n_docs=2)
+    >>> question = np.array([[5, 6, 0]])
+    >>> log_probs = rag({"query": question, "question_token_ids": question,
+    ...                  "decoder_token_ids": np.array([[2, 7]])})
+    >>> log_probs.shape
+    TensorShape([1, 2, 20])
     """
 
     def __init__(

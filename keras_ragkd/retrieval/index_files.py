@@ -74,6 +74,33 @@ def remove_stale_data(directory, keep):
             os.remove(path)
 
 
+def read_index_files(directory, format_version, mmap, verify_checksums, attempts=5):
+    """Reads manifest and data files; returns `(manifest, faiss_index,
+    embeddings, passages)`.
+
+    A save running at the same time (another process) may replace the
+    manifest and delete the data folder it named while this reads it; the
+    read then starts again from the new manifest.
+    """
+    for attempt in range(attempts):
+        manifest = read_manifest(directory, format_version)
+        try:
+            paths = check_data_files(directory, manifest, verify_checksums)
+            return (
+                manifest,
+                read_faiss_index(paths["index"], mmap),
+                read_embeddings(paths["embeddings"], mmap),
+                read_passages(paths["passages"]),
+            )
+        except (ValueError, OSError):
+            replaced = (
+                read_manifest(directory, format_version)["data_folder"]
+                != manifest["data_folder"]
+            )
+            if not replaced or attempt == attempts - 1:
+                raise
+
+
 def read_manifest(directory, format_version):
     path = os.path.join(directory, MANIFEST_FILE)
     if not os.path.isfile(path):

@@ -61,14 +61,14 @@ class MiniLMEncoder(keras.Model):
             pad_value=self.tokenizer.pad_token_id,
             return_padding_mask=True,
         )
+        # String and ragged ops cannot be XLA-compiled: keep Keras'
+        # `jit_compile="auto"` from turning XLA on for models using them.
+        self.tokenizer.supports_jit = False
+        self.packer.supports_jit = False
         self.backbone = keras_hub.models.BertBackbone.from_preset(folder)
         use_exact_gelu(self.backbone)
         # Every weight exists now (the tokenizer and packer have none).
         self.built = True
-        self._encode_batch = tf.function(
-            lambda texts: self(texts, training=False),
-            input_signature=[tf.TensorSpec([None], tf.string)],
-        )
 
     def call(self, texts, training=False):
         texts = tf.reshape(tf.convert_to_tensor(texts, dtype=tf.string), [-1])
@@ -115,7 +115,7 @@ class MiniLMEncoder(keras.Model):
             batch_size: texts per forward pass.
             verbose: `"auto"`, 0 or 1 (Keras progress bar).
         """
-        return encode_in_batches(self._encode_batch, texts, batch_size, verbose)
+        return encode_in_batches(self.predict_on_batch, texts, batch_size, verbose)
 
     def get_config(self):
         config = super().get_config()

@@ -82,6 +82,11 @@ class PassageIndex:
             `load`; `embeddings` are then taken as they are, e.g. mmapped).
         directory: folder the index was loaded from or saved to.
 
+    Attributes:
+        directory: folder of the last `save`/`load`, or None.
+        has_unsaved_changes: True after `add`/`rebuild` until the next `save`
+            (a model referencing the index by directory then refuses to save).
+
     Example:
 
     >>> from keras_ragkd.retrieval import PassageIndex, TfidfEncoder
@@ -122,6 +127,7 @@ class PassageIndex:
         if encoder_identity is None and self.encoder is not None:
             encoder_identity = self.encoder.identity
         self.directory = directory
+        self.has_unsaved_changes = directory is None
         self._lock = threading.RLock()
         if faiss_index is None:
             faiss_index = self._new_faiss_index(embeddings)
@@ -244,8 +250,7 @@ class PassageIndex:
 
     def get(self, passage_id):
         """Returns the `Passage` with this id, or raises `KeyError`."""
-        state = self._state
-        return state.passages[self.row_of(passage_id)]
+        return self._state.passages[self.row_of(passage_id)]
 
     def search(self, queries, k):
         """Finds the `k` passages with the largest inner product per query.
@@ -347,6 +352,7 @@ class PassageIndex:
                 state.passages + tuple(passages),
                 state.encoder_identity,
             )
+            self.has_unsaved_changes = True
 
     def rebuild(self, encoder=None, batch_size=64, verbose=0):
         """Re-encodes every passage and rebuilds the FAISS index.
@@ -376,6 +382,7 @@ class PassageIndex:
                 state.passages,
                 self.encoder.identity,
             )
+            self.has_unsaved_changes = True
 
     def _new_faiss_index(self, embeddings):
         dim = embeddings.shape[1]
@@ -455,6 +462,7 @@ class PassageIndex:
             )
             index_files.remove_stale_data(directory, keep=data_folder)
             self.directory = os.path.abspath(directory)
+            self.has_unsaved_changes = False
 
     @classmethod
     def load(cls, directory, encoder=None, mmap=False, verify_checksums=True):
@@ -474,11 +482,9 @@ class PassageIndex:
             A `PassageIndex`.
         """
         directory = os.fspath(directory)
-        manifest = index_files.read_manifest(directory, FORMAT_VERSION)
-        paths = index_files.check_data_files(directory, manifest, verify_checksums)
-        faiss_index = index_files.read_faiss_index(paths["index"], mmap)
-        embeddings = index_files.read_embeddings(paths["embeddings"], mmap)
-        passages = index_files.read_passages(paths["passages"])
+        manifest, faiss_index, embeddings, passages = index_files.read_index_files(
+            directory, FORMAT_VERSION, mmap, verify_checksums
+        )
         count, dim = manifest["count"], manifest["dim"]
         if (
             faiss_index.ntotal != count

@@ -293,6 +293,12 @@ class PassageRetriever(keras.layers.Layer):
                 "directory; call `index.save(directory)` before saving the "
                 "model. Received: index.directory=None"
             )
+        if self.index.has_unsaved_changes:
+            raise ValueError(
+                "The index changed (`add`/`rebuild`) since it was saved; call "
+                f"`index.save({self.index.directory!r})` before saving the "
+                "model. Received: index.has_unsaved_changes=True"
+            )
         config = super().get_config()
         config.update(
             {

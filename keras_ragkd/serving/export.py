@@ -20,6 +20,10 @@ def export_model(model, path, input_signature=None, verbose=False):
     passages as the original one. The export is written to a temporary folder
     beside `path` and then moved into place.
 
+    Models that tokenise in the graph (e.g. `MiniLMEncoder`) use
+    TensorFlow Text ops: `import tensorflow_text` before loading them (no
+    other Python code of this package is needed).
+
     Args:
         model: a built Keras model.
         path: destination folder (replaced if it exists).
@@ -35,6 +39,7 @@ def export_model(model, path, input_signature=None, verbose=False):
     ```python
     from keras_ragkd.serving import export_model
     export_model(model, "/tmp/rag_export")
+    import tensorflow_text  # only for models with in-graph tokenizers
     reloaded = tf.saved_model.load("/tmp/rag_export")
     outputs = reloaded.serve(tf.constant(["What is the capital of France?"]))
     ```

@@ -52,7 +52,7 @@ def load_minilm_tokenizer(sequence_length=None):
     >>> from keras_ragkd.text import load_minilm_tokenizer
     >>> tokenizer = load_minilm_tokenizer(sequence_length=8)
     >>> tokenizer(["Paris is the capital of France."]).shape
-    TensorShape([1, 8])
+    (1, 8)
     """
     if sequence_length is not None and (
         isinstance(sequence_length, bool)

@@ -36,9 +36,9 @@ def _sequence_model(width, vocab=7, seed=0, mask_zero=True, name=None):
     return keras.Model(inputs, outputs, name=name)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def trained_teacher(digits):
-    """A wide MLP trained briefly on digits."""
+    """A wide MLP trained briefly on digits (frozen by every Distiller)."""
     x, y = digits
     teacher = _dense_classifier(64, seed=1, name="teacher")
     teacher.compile(

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_ragkd import Distiller
 from keras_ragkd import TeacherCache
+from keras_ragkd.distillation import teacher_cache as teacher_cache_module
 
 
 def _dataset(x, y, batch_size=50, sample_weight=None):
@@ -20,9 +21,12 @@ def _clone(model):
     return clone
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
 def test_cached_training_equals_live_teacher(
-    digits, trained_teacher, dense_classifier, tmp_path
+    digits, trained_teacher, dense_classifier, tmp_path, monkeypatch, in_memory
 ):
+    if not in_memory:
+        monkeypatch.setattr(teacher_cache_module, "IN_MEMORY_BYTES", 0)
     x, y = digits
     weights = np.random.default_rng(0).uniform(0, 1, 300).astype("float32")
     dataset = _dataset(x[:300], y[:300], sample_weight=weights)

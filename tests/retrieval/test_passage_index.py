@@ -285,11 +285,12 @@ def test_sigkill_during_save_leaves_previous_index_loadable(tmp_path):
     )
     loads = []
     for delay in (0.0, 0.02, 0.05, 0.1):
-        # Kill while the second or later save is running: the directory then
-        # holds a complete previous version and a partial new one.
+        # Loading while another process saves sees a complete version.
         assert process.stdout.readline().strip() == "saving"
         time.sleep(delay)
         loads.append(len(PassageIndex.load(directory)))
+    # Kill while a later save is running: the directory then holds a complete
+    # previous version and a partial new one.
     assert process.stdout.readline().strip() == "saving"
     time.sleep(0.03)
     process.send_signal(signal.SIGKILL)

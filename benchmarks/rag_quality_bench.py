@@ -1,0 +1,319 @@
+"""RAG quality on held-out countries: teacher, distilled student, baselines.
+
+Everything runs side by side in one process on the countryinfo knowledge base
+(80/20 split by country; the held-out countries' passages are in the index,
+their facts in no training pair):
+
+- retrieval recall@n_docs of the gold passage (MiniLM query/passage encoder);
+- RAG teacher (`base` copy generator, 4 passages, RAG-Token), EM overall and
+  per question type;
+- RAG student (`small` generator, 2 passages) distilled from the teacher with
+  `keras_ragkd.Distiller` on the per-token marginals, and the same student
+  trained without distillation for the same number of steps;
+- a closed-book generator of the teacher's size (no retrieval);
+- RAG-Sequence vs RAG-Token (student size, same number of steps);
+- generation latency per question (batch of 1, greedy), generator sizes.
+
+Training uses counterfactual passages for half the training facts (see
+`keras_ragkd.rag.counterfactual_augment`); evaluation uses the true index.
+Writes `benchmarks/results/rag_quality_bench.json` and `.png`.
+
+Run: `python benchmarks/rag_quality_bench.py --quick` (about 5 minutes) or
+without `--quick` (about 75 minutes on 2 CPU cores: 30 minutes of teacher
+training).
+"""
+
+import argparse
+import collections
+import json
+import os
+import tempfile
+import time
+
+import keras
+import numpy as np
+
+from keras_ragkd.data import country_passages
+from keras_ragkd.data import country_questions
+from keras_ragkd.data import country_split
+from keras_ragkd.distillation import Distiller
+from keras_ragkd.rag import CopyTransformerGenerator
+from keras_ragkd.rag import GENERATOR_SIZES
+from keras_ragkd.rag import RagPreprocessor
+from keras_ragkd.rag import RagQuestionAnswerer
+from keras_ragkd.rag import RetrievalAugmentedGenerator
+from keras_ragkd.rag import TimeLimit
+from keras_ragkd.rag import answer_scores
+from keras_ragkd.rag import build_rag_question_answerer
+from keras_ragkd.rag import counterfactual_augment
+from keras_ragkd.rag import exact_match
+from keras_ragkd.rag import make_passage_retriever
+from keras_ragkd.retrieval import PassageIndex
+from keras_ragkd.retrieval import load_minilm_encoder
+from keras_ragkd.text import load_minilm_tokenizer
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+FULL = dict(teacher_seconds=1800, student_seconds=600, closed_book_seconds=600,
+            eval_questions=0, latency_questions=50)
+QUICK = dict(teacher_seconds=80, student_seconds=35, closed_book_seconds=25,
+             eval_questions=120, latency_questions=15)
+TEACHER_DOCS, STUDENT_DOCS = 4, 2
+HARD_LOSS = dict(from_logits=True, ignore_class=0)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small budgets (~5 min)")
+    for name in FULL:
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    defaults = QUICK if args.quick else FULL
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+class LossCurve(keras.callbacks.Callback):
+    """Records `(seconds, steps, loss)` every few batches."""
+
+    def __init__(self, key="loss", every=5):
+        super().__init__()
+        self.key, self.every, self.points, self.steps = key, every, [], 0
+
+    def on_train_begin(self, logs=None):
+        self.started = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.steps % self.every == 0 and logs and self.key in logs:
+            self.points.append((time.monotonic() - self.started, self.steps, float(logs[self.key])))
+
+
+class StepLimit(keras.callbacks.Callback):
+    """Stops training after `steps` batches."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps, self.done = int(steps), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done += 1
+        if self.done >= self.steps:
+            self.model.stop_training = True
+
+
+def train(model, dataset, limit, curve_key="loss"):
+    curve = LossCurve(curve_key)
+    started = time.monotonic()
+    model.fit(dataset, epochs=100000, verbose=0, callbacks=[limit, curve])
+    return {"seconds": time.monotonic() - started, "steps": curve.steps, "curve": curve.points}
+
+
+def evaluate(model, questions, marginalization=None):
+    predictions = model.generate([q["question"] for q in questions], marginalization=marginalization)
+    scores = answer_scores(predictions, [q["answer"] for q in questions])
+    by_type = collections.defaultdict(list)
+    for question, prediction in zip(questions, predictions):
+        by_type[question["type"]].append(exact_match(prediction, question["answer"]))
+    scores["by_type"] = {t: float(np.mean(v)) for t, v in sorted(by_type.items())}
+    scores["examples"] = [
+        {"question": q["question"], "gold": q["answer"], "predicted": p}
+        for q, p in list(zip(questions, predictions))[:8]
+    ]
+    return scores
+
+
+def latency(model, questions, marginalization=None):
+    """Median seconds to answer one question (batch of 1, greedy), after warm-up."""
+    texts = [q["question"] for q in questions]
+    model.generate(texts[:1], marginalization=marginalization, batch_size=1)
+    times = []
+    for text in texts:
+        started = time.perf_counter()
+        model.generate([text], marginalization=marginalization, batch_size=1)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def recall(index, questions, k):
+    result = index.search([q["question"] for q in questions], k=k)
+    return float(np.mean([q["passage_id"] in ids for q, ids in zip(questions, result.passage_ids)]))
+
+
+def closed_book_model(encoder, preprocessor, directory):
+    """Teacher-size generator that sees only the question (one empty passage)."""
+    empty = [{"id": "none", "title": "", "text": "."}]
+    index = PassageIndex.build(empty, encoder, verbose=0)
+    index.save(os.path.join(directory, "closed_book_index"))
+    generator = CopyTransformerGenerator(
+        preprocessor.vocabulary_size,
+        max_sequence_length=preprocessor.question_length + preprocessor.passage_length,
+        **GENERATOR_SIZES["base"],
+    )
+    rag = RetrievalAugmentedGenerator(
+        encoder, make_passage_retriever(index, preprocessor, k=1), generator,
+        n_docs=1, copy_from_question=True,
+    )
+    return RagQuestionAnswerer(preprocessor, rag)
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["models"])
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    ems = [results["models"][n]["exact_match"] for n in names]
+    axes[0].bar(names, ems, color="tab:blue")
+    axes[0].set_title("Exact match, held-out countries")
+    axes[0].set_ylim(0, 1)
+    axes[0].tick_params(axis="x", rotation=30)
+    timed = [n for n in names if "latency_seconds" in results["models"][n]]
+    axes[1].bar(timed, [1000 * results["models"][n]["latency_seconds"] for n in timed],
+                color="tab:orange")
+    axes[1].set_title("Generation latency per question (ms, batch 1)")
+    axes[1].tick_params(axis="x", rotation=30)
+    for name in names:
+        curve = results["models"][name].get("training", {}).get("curve")
+        if curve:
+            axes[2].plot([p[1] for p in curve], [p[2] for p in curve], label=name)
+    axes[2].set_title("Training loss (running mean) vs steps")
+    axes[2].set_xlabel("steps")
+    axes[2].set_yscale("log")
+    axes[2].legend()
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=110)
+    os.replace(path + ".tmp.png", path)
+
+
+def write_json(results, path):
+    with open(path + ".tmp", "w") as file:
+        json.dump(results, file, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    keras.utils.set_random_seed(args.seed)
+    started = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix="rag_bench_")
+    encoder = load_minilm_encoder(sequence_length=32)
+    encoder.trainable = False
+
+    train_countries, test_countries = country_split(seed=args.seed)
+    passages = country_passages()
+    true_train = country_questions("train", seed=args.seed)
+    test = country_questions("test", seed=args.seed)
+    train_passages, train_questions = counterfactual_augment(
+        passages, true_train, train_countries, fraction=0.5, seed=args.seed
+    )
+    index = PassageIndex.build(passages, encoder, verbose=0)
+    train_index = PassageIndex.build(train_passages, encoder, verbose=0)
+    texts = [p["text"] for p in passages + train_passages]
+    texts += [q[k] for q in true_train + train_questions + test for k in ("question", "answer")]
+    preprocessor = RagPreprocessor.from_texts(load_minilm_tokenizer(), texts)
+    rng = np.random.RandomState(args.seed)
+    evaluation = test
+    if args.eval_questions and args.eval_questions < len(test):
+        evaluation = [test[i] for i in sorted(rng.choice(len(test), int(args.eval_questions), replace=False))]
+    timing = evaluation[: int(args.latency_questions)]
+    results = {
+        "mode": "quick" if args.quick else "full",
+        "budgets_seconds": {k: getattr(args, k) for k in FULL},
+        "countries": {"train": len(train_countries), "test": len(test_countries)},
+        "questions": {"train": len(train_questions), "test_scored": len(evaluation)},
+        "retrieval_recall": {
+            f"at_{TEACHER_DOCS}": recall(index, test, TEACHER_DOCS),
+            f"at_{STUDENT_DOCS}": recall(index, test, STUDENT_DOCS),
+        },
+        "models": {},
+    }
+    print(f"recall@{TEACHER_DOCS} {results['retrieval_recall'][f'at_{TEACHER_DOCS}']:.3f}  "
+          f"recall@{STUDENT_DOCS} {results['retrieval_recall'][f'at_{STUDENT_DOCS}']:.3f}", flush=True)
+
+    def dataset(model, questions, seed):
+        return model.preprocess([q["question"] for q in questions], [q["answer"] for q in questions],
+                                batch_size=32, shuffle=True, seed=seed)
+
+    def record(name, model, training, marginalization=None, timed=True):
+        entry = evaluate(model, evaluation, marginalization)
+        entry["generator_parameters"] = int(model.rag.generator.count_params())
+        entry["n_docs"] = model.rag.n_docs
+        entry["training"] = training
+        if timed:
+            entry["latency_seconds"] = latency(model, timing, marginalization)
+        results["models"][name] = entry
+        print(f"{name:>22}: EM {entry['exact_match']:.3f}  F1 {entry['token_f1']:.3f}  "
+              f"params {entry['generator_parameters']:,}  steps {training['steps']}  "
+              f"{'latency %.1f ms' % (1000 * entry['latency_seconds']) if timed else ''}  "
+              f"by type {json.dumps({k: round(v, 2) for k, v in entry['by_type'].items()})}", flush=True)
+        write_json(results, os.path.join(RESULTS, "rag_quality_bench.json"))
+
+    # Teacher.
+    teacher = build_rag_question_answerer(train_index, encoder, preprocessor, "base", n_docs=TEACHER_DOCS)
+    teacher.compile(optimizer=keras.optimizers.Adam(1e-3))
+    teacher_training = train(teacher, dataset(teacher, train_questions, 1), TimeLimit(args.teacher_seconds))
+    record("rag_teacher", teacher.with_index(index), teacher_training)
+
+    # Student, distilled from the teacher on the per-token marginals.
+    keras.utils.set_random_seed(args.seed + 1)
+    student = build_rag_question_answerer(train_index, encoder, preprocessor, "small", n_docs=STUDENT_DOCS)
+    initial_student_weights = student.rag.generator.get_weights()
+    distiller = Distiller(teacher, student, alpha=0.5, temperature=2.0, ignore_class=0)
+    distiller.compile(optimizer=keras.optimizers.Adam(2e-3),
+                      loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
+    distilled_training = train(distiller, dataset(student, train_questions, 2),
+                               TimeLimit(args.student_seconds), curve_key="student_loss")
+    record("rag_student_distilled", student.with_index(index), distilled_training)
+
+    # The same student from the same initial weights, no distillation, same steps.
+    plain = build_rag_question_answerer(train_index, encoder, preprocessor, "small", n_docs=STUDENT_DOCS)
+    plain.rag.generator.set_weights(initial_student_weights)
+    plain.compile(optimizer=keras.optimizers.Adam(2e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
+    plain_training = train(plain, dataset(plain, train_questions, 2), StepLimit(distilled_training["steps"]))
+    record("rag_student_plain", plain.with_index(index), plain_training)
+
+    # RAG-Sequence at the student's size, same steps.
+    keras.utils.set_random_seed(args.seed + 1)
+    sequence = build_rag_question_answerer(train_index, encoder, preprocessor, "small",
+                                           n_docs=STUDENT_DOCS, marginalization="sequence")
+    sequence.rag.generator.set_weights(initial_student_weights)
+    sequence.compile(optimizer=keras.optimizers.Adam(2e-3))
+    sequence_training = train(sequence, dataset(sequence, train_questions, 2),
+                              StepLimit(distilled_training["steps"]))
+    record("rag_sequence_student", sequence.with_index(index), sequence_training)
+
+    # Closed book, teacher size, trained on the true training facts.
+    closed = closed_book_model(encoder, preprocessor, workdir)
+    closed.compile(optimizer=keras.optimizers.Adam(1e-3))
+    closed_training = train(closed, dataset(closed, true_train, 3), TimeLimit(args.closed_book_seconds))
+    record("closed_book", closed, closed_training, timed=False)
+
+    models = results["models"]
+    teacher_em = models["rag_teacher"]["exact_match"]
+    results["ratios"] = {
+        "student_em_over_teacher_em": models["rag_student_distilled"]["exact_match"] / max(teacher_em, 1e-9),
+        "student_params_over_teacher_params": models["rag_student_distilled"]["generator_parameters"]
+        / models["rag_teacher"]["generator_parameters"],
+        "student_latency_over_teacher_latency": models["rag_student_distilled"]["latency_seconds"]
+        / models["rag_teacher"]["latency_seconds"],
+        "distilled_em_minus_plain_em": models["rag_student_distilled"]["exact_match"]
+        - models["rag_student_plain"]["exact_match"],
+        "sequence_em_minus_token_em": models["rag_sequence_student"]["exact_match"]
+        - models["rag_student_plain"]["exact_match"],
+    }
+    results["total_seconds"] = time.monotonic() - started
+    print(json.dumps({k: round(v, 3) for k, v in results["ratios"].items()}, indent=2))
+    write_json(results, os.path.join(RESULTS, "rag_quality_bench.json"))
+    plot(results, os.path.join(RESULTS, "rag_quality_bench.png"))
+    print(f"wrote {RESULTS}/rag_quality_bench.json and .png in {results['total_seconds']:.0f} s")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_ragkd.distillation import Distiller
+from keras_ragkd.rag import RagPreprocessor
+from keras_ragkd.rag import RagQuestionAnswerer
+from keras_ragkd.rag import build_rag_question_answerer
+from keras_ragkd.rag import counterfactual_augment
+from keras_ragkd.retrieval import PassageIndex
+from keras_ragkd.retrieval import load_minilm_encoder
+from keras_ragkd.text import load_minilm_tokenizer
+from tests.rag.conftest import COUNTRIES
+from tests.rag.conftest import token_query_encoder
+
+FRANCE = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    encoder = load_minilm_encoder(sequence_length=24)
+    encoder.trainable = False
+    return encoder
+
+
+@pytest.fixture(scope="module")
+def trained(kb, encoder):
+    """A tiny RAG model trained for a few epochs on the 6-country slice.
+
+    Half the passages carry another country's facts (counterfactual
+    augmentation), so the model has to copy answers from the passages.
+    """
+    passages, questions = kb
+    train_passages, train_questions = counterfactual_augment(
+        passages, questions, COUNTRIES, fraction=0.5, seed=0
+    )
+    index = PassageIndex.build(train_passages, encoder, verbose=0)
+    texts = [p["text"] for p in passages + train_passages]
+    texts += [q[key] for q in questions + train_questions for key in ("question", "answer")]
+    preprocessor = RagPreprocessor.from_texts(
+        load_minilm_tokenizer(), texts, question_length=16, passage_length=24, answer_length=8
+    )
+    keras.utils.set_random_seed(0)
+    model = build_rag_question_answerer(
+        index, encoder, preprocessor, generator="tiny", n_docs=2, dropout=0.0
+    )
+    model.compile(optimizer=keras.optimizers.Adam(5e-3))
+    history = model.fit(
+        [q["question"] for q in train_questions],
+        [q["answer"] for q in train_questions],
+        batch_size=16,
+        epochs=8,
+        verbose=0,
+    )
+    true_index = PassageIndex.build(passages, encoder, verbose=0)
+    return model, history, index, model.with_index(true_index)
+
+
+@pytest.mark.slow
+def test_fit_on_countryinfo_lowers_the_loss(trained):
+    _, history, _, _ = trained
+    losses = history.history["loss"]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_beams, marginalization", [(1, "token"), (2, "sequence")])
+def test_generate_returns_strings(trained, num_beams, marginalization):
+    _, _, _, evaluator = trained
+    answers = evaluator.generate(
+        [FRANCE, "What is the currency of Japan?"],
+        num_beams=num_beams,
+        marginalization=marginalization,
+    )
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+
+@pytest.mark.slow
+def test_retrieve_returns_passages_with_probabilities(trained):
+    _, _, _, evaluator = trained
+    (results,) = evaluator.retrieve([FRANCE])
+    assert len(results) == 2
+    assert results[0]["id"] == "france/capital"
+    assert results[0]["text"] == "The capital of France is Paris."
+    assert sum(r["probability"] for r in results) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_hot_swapping_the_index_changes_the_answer(kb, trained, encoder):
+    passages, _ = kb
+    model, _, _, evaluator = trained
+    swapped = [
+        dict(p, text="The capital of France is Berlin.") if p["id"] == "france/capital" else p
+        for p in passages
+    ]
+    swapped_index = PassageIndex.build(swapped, encoder, verbose=0)
+    (before,) = evaluator.generate([FRANCE])
+    (after,) = model.with_index(swapped_index).generate([FRANCE])
+    assert before == "paris"
+    assert after == "berlin"
+
+
+@pytest.mark.slow
+def test_keras_file_round_trip(trained, tmp_path):
+    model, _, index, _ = trained
+    index.save(str(tmp_path / "index"))
+    path = str(tmp_path / "rag.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, RagQuestionAnswerer)
+    x = next(iter(model.preprocess([FRANCE, "What is the currency of Japan?"], ["Paris", "JPY"])))[0]
+    np.testing.assert_allclose(restored(x).numpy(), model(x).numpy(), atol=1e-5)
+    assert restored.rag.retriever.index.directory == str(tmp_path / "index")
+    np.testing.assert_allclose(
+        restored.rag.doc_score_scale.numpy(), model.rag.doc_score_scale.numpy()
+    )
+
+
+@pytest.mark.slow
+def test_rag_to_rag_distillation_through_distiller(kb, trained, encoder):
+    passages, questions = kb
+    teacher, _, index, _ = trained
+    student = build_rag_question_answerer(
+        index,
+        encoder,
+        teacher.preprocessor,
+        generator={"hidden_dim": 12, "num_heads": 2, "intermediate_dim": 12,
+                   "num_encoder_layers": 1, "num_decoder_layers": 1},
+        n_docs=1,
+    )
+    assert student.rag.generator.count_params() * 4 <= teacher.rag.generator.count_params()
+    distiller = Distiller(teacher, student, alpha=0.5, temperature=2.0, ignore_class=0)
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(5e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
+    )
+    data = teacher.preprocess(
+        [q["question"] for q in questions], [q["answer"] for q in questions], batch_size=16
+    )
+    logs = distiller.fit(data, epochs=3, verbose=0).history
+    assert logs["distillation_loss"][-1] < logs["distillation_loss"][0]
+    assert logs["student_loss"][-1] < logs["student_loss"][0]
+    assert teacher.rag.generator.trainable is False
+
+
+@pytest.mark.slow
+def test_jit_compile_with_tensor_backend(kb, token_preprocessor):
+    passages, questions = kb
+    encoder = token_query_encoder(token_preprocessor.vocabulary_size)
+    passage_ids = token_preprocessor.tokenize_passages([p["text"] for p in passages])
+    index = PassageIndex.from_embeddings(passages, np.asarray(encoder(passage_ids)))
+    keras.utils.set_random_seed(0)
+    model = build_rag_question_answerer(
+        index, encoder, token_preprocessor, generator="tiny", n_docs=2, backend="tensor"
+    )
+    assert model.rag.retriever.supports_jit
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
+    history = model.fit(
+        [q["question"] for q in questions], [q["answer"] for q in questions],
+        batch_size=16, epochs=1, verbose=0,
+    )
+    assert np.isfinite(history.history["loss"][0])
+    x = next(iter(model.preprocess([FRANCE], ["Paris"])))[0]
+    compiled = tf.function(lambda inputs: model(inputs), jit_compile=True)
+    np.testing.assert_allclose(compiled(x).numpy(), model(x).numpy(), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_model_rejects_bad_inputs(trained):
+    model, _, _, _ = trained
+    with pytest.raises(TypeError, match="Received: questions="):
+        model.generate([1, 2])
+    with pytest.raises(ValueError, match="Received: len\\(questions\\)=1"):
+        model.preprocess(["a"], ["b", "c"])
