@@ -68,14 +68,17 @@ def weights_fingerprint(model):
 
 
 class KerasTextEncoder:
-    """Wraps a Keras model mapping strings `(batch,)` to vectors `(batch, d)`.
+    """Wraps a Keras model mapping strings or token ids to vectors `(batch, d)`.
 
     Use it to index passages with your own (possibly trained) tower. The
-    model must accept a 1-D `tf.string` tensor; tokenise inside the model
-    (keras-hub tokenizers and `keras.layers.TextVectorization` are layers).
+    model receives a 1-D `tf.string` tensor, or, when `tokenizer` is given,
+    `tokenizer(strings)` (e.g. padded token ids from
+    `keras_ragkd.text.load_minilm_tokenizer(sequence_length=...)`).
 
     Args:
-        model: a `keras.Model` (or layer) mapping strings to float vectors.
+        model: a `keras.Model` (or layer) mapping its inputs to float vectors.
+        tokenizer: optional callable (e.g. a keras-hub tokenizer layer)
+            applied to the strings before `model`.
         identity: string stored in index manifests. Defaults to the model's
             class name, name, and a hash of its current weights.
 
@@ -90,19 +93,25 @@ class KerasTextEncoder:
     (1, 5)
     """
 
-    def __init__(self, model, identity=None):
-        if not callable(model):
-            raise TypeError(
-                "`model` must be a Keras model mapping strings to vectors. "
-                f"Received: model={model!r}"
-            )
+    def __init__(self, model, tokenizer=None, identity=None):
+        for name, value in (("model", model), ("tokenizer", tokenizer)):
+            if value is not None and not callable(value):
+                raise TypeError(
+                    f"`{name}` must be a Keras layer or model. "
+                    f"Received: {name}={value!r}"
+                )
         self.model = model
+        self.tokenizer = tokenizer
         self._identity = identity
         self._encode_batch = tf.function(
-            lambda texts: tf.cast(self.model(texts, training=False), tf.float32),
+            self._encode_texts,
             input_signature=[tf.TensorSpec([None], tf.string)],
             reduce_retracing=True,
         )
+
+    def _encode_texts(self, texts):
+        inputs = texts if self.tokenizer is None else self.tokenizer(texts)
+        return tf.cast(self.model(inputs, training=False), tf.float32)
 
     @property
     def identity(self):

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -169,3 +170,34 @@ def test_constructor_validation(kb, token_preprocessor):
         )
     with pytest.raises(ValueError, match="Received: n_docs=5"):
         RetrievalAugmentedGenerator(rag.query_encoder, rag.retriever, rag.generator, n_docs=5)
+
+
+class _BagOfWordsGenerator(keras.layers.Layer):
+    """A user generator without `encode`/`decode`: only the documented call."""
+
+    def __init__(self, vocabulary_size, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = keras.layers.Embedding(vocabulary_size, 8)
+        self.output_layer = keras.layers.Dense(vocabulary_size)
+
+    def call(self, inputs):
+        source = tf.reduce_mean(self.embedding(inputs["encoder_token_ids"]), axis=1)
+        hidden = self.embedding(inputs["decoder_token_ids"]) + source[:, None, :]
+        return self.output_layer(hidden)
+
+
+def test_any_generator_with_the_call_signature_works(kb, token_preprocessor):
+    passages, questions = kb
+    rag = token_rag(token_preprocessor, passages, n_docs=2)
+    custom = RetrievalAugmentedGenerator(
+        rag.query_encoder, rag.retriever, _BagOfWordsGenerator(token_preprocessor.vocabulary_size),
+        n_docs=2,
+    )
+    x, _ = _batch(token_preprocessor, questions)
+    log_probs = custom(x).numpy()
+    assert log_probs.shape == (4, x["decoder_token_ids"].shape[1], token_preprocessor.vocabulary_size)
+    np.testing.assert_allclose(np.exp(log_probs).sum(-1), 1.0, rtol=1e-5)
+    ids, _ = custom.generate_token_ids(
+        x, START_ID, END_ID, max_length=3, vocabulary_size=token_preprocessor.vocabulary_size
+    )
+    assert ids.shape == (4, 3)

@@ -10,6 +10,7 @@ from keras_ragkd.retrieval import PassageReindexer
 from keras_ragkd.retrieval import PassageRetriever
 from keras_ragkd.retrieval import use_backend
 from keras_ragkd.retrieval.passage import passage_text
+from keras_ragkd.text import load_minilm_tokenizer
 
 BACKENDS = ["faiss", "tensor"]
 
@@ -185,6 +186,35 @@ def test_fit_step_updates_minilm_query_encoder(country_index, countries):
     model.fit(dataset, epochs=1, verbose=0)
     assert not np.allclose(before, kernel.numpy())
     assert country_index.encoder.identity != query_encoder.identity
+
+
+def test_approx_max_k_option_matches_exact_on_cpu(small_kb):
+    # tf.math.approx_max_k is approximate on TPU; on CPU it is exact.
+    index, encoder, questions = small_kb
+    queries = query_vectors(encoder, questions)
+    approximate = PassageRetriever(index, k=4, backend="tensor", use_approx_max_k=True)
+    assert approximate.get_config()["use_approx_max_k"] is True
+    np.testing.assert_array_equal(
+        approximate(queries)["rows"].numpy(), index.search(queries, k=4).rows
+    )
+
+
+def test_keras_text_encoder_accepts_token_id_models(small_kb):
+    index = small_kb[0]
+    tokenizer = load_minilm_tokenizer(sequence_length=12)
+    keras.utils.set_random_seed(0)
+    token_model = keras.Sequential(
+        [
+            keras.layers.Embedding(tokenizer.vocabulary_size(), 8, mask_zero=True),
+            keras.layers.GlobalAveragePooling1D(),
+        ]
+    )
+    encoder = KerasTextEncoder(token_model, tokenizer=tokenizer)
+    texts = [passage_text(p) for p in index.passages[:5]]
+    vectors = encoder.encode(texts, batch_size=2)
+    expected = token_model(np.asarray(tokenizer(texts)))
+    np.testing.assert_allclose(vectors, expected, atol=1e-6)
+    assert encoder.dim == 8 and encoder.identity.startswith("Sequential:")
 
 
 def test_supports_jit_follows_backend(small_kb):
