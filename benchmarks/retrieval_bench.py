@@ -12,7 +12,11 @@ Everything compared runs side by side in one process:
 3. FAISS "Flat" vs "HNSW32" vs "IVF<n>,PQ48" at 100k and 1M vectors: build
    time, queries/s, recall@10 against exact search, bytes per vector.
    Vectors are random unit vectors of dimension 384 (no cluster structure,
-   which is the hard case for approximate indexes).
+   which is the worst case for approximate indexes: their recall here is far
+   below what they reach on real embeddings; see
+   tests/retrieval/test_countries_retrieval.py for MiniLM embeddings). IVF
+   indexes train on a 32k sample. HNSW32 at 1M is skipped when its projected
+   build time does not fit the time budget.
 4. MiniLM (all-MiniLM-L6-v2) encoding throughput on the countryinfo passages.
 
 Usage:
@@ -62,14 +66,18 @@ def random_unit_vectors(count, seed):
     return vectors
 
 
-def best_seconds(functions, repeats, warmup=2):
+def best_seconds(functions, repeats, warmup=2, max_seconds=20.0, min_repeats=3):
     """Times functions round-robin (they share any background load) and
-    returns each one's best time over `repeats` runs, in seconds."""
+    returns each one's best time, in seconds, over `repeats` rounds (fewer,
+    but at least `min_repeats`, once `max_seconds` have passed)."""
     for function in functions.values():
         for _ in range(warmup):
             function()
     times = {name: [] for name in functions}
-    for _ in range(repeats):
+    started = time.perf_counter()
+    for round_number in range(repeats):
+        if round_number >= min_repeats and time.perf_counter() - started > max_seconds:
+            break
         for name, function in functions.items():
             start = time.perf_counter()
             function()
@@ -191,7 +199,7 @@ def bench_index_types(count, num_queries, budget_seconds, seed, previous_rows):
             if hasattr(downcast, "do_polysemous_training"):
                 downcast.do_polysemous_training = False
             training = vectors[np.random.default_rng(seed).choice(
-                count, size=min(count, 64 * 1024), replace=False
+                count, size=min(count, 32 * 1024), replace=False
             )]
             index.train(training)
         index.add(vectors)
@@ -338,6 +346,12 @@ def main(argv=None):
                     "python": sys.version.split()[0], "tensorflow": tf.__version__,
                     "faiss": faiss.__version__},
         "vectors": "random unit vectors, dimension 384",
+        "notes": (
+            "Random unit vectors have no cluster structure: approximate "
+            "indexes (HNSW, IVF-PQ) show much lower recall on them than on "
+            "real embeddings. Timings are best-of-N, measured round-robin on "
+            "a shared machine."
+        ),
     }
     results["layer_overhead"] = bench_layer_overhead(index, queries, (1, 32, 256), repeats)
     results["tensor_vs_keras_rs"] = bench_tensor_vs_keras_rs(
@@ -351,7 +365,7 @@ def main(argv=None):
     for count in counts:
         results["index_types"] += bench_index_types(
             count,
-            num_queries=200 if count >= 1_000_000 else 1000,
+            num_queries=100 if count >= 1_000_000 else 1000,
             budget_seconds=budget - (time.perf_counter() - started) - 60,
             seed=count,
             previous_rows=results["index_types"],

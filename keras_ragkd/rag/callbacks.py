@@ -9,8 +9,9 @@ import keras
 class TimeLimit(keras.callbacks.Callback):
     """Stops training once `seconds` of wall time have passed.
 
-    Checked after every batch, so a run ends within one step of the limit,
-    whatever `epochs` says.
+    The clock starts after the first batch, so tracing and compiling the
+    train step do not count against the budget. Checked after every batch, so
+    a run ends within one step of the limit, whatever `epochs` says.
 
     Args:
         seconds: positive float, the training time budget.
@@ -34,10 +35,12 @@ class TimeLimit(keras.callbacks.Callback):
         self.started = None
 
     def on_train_begin(self, logs=None):
-        self.started = time.monotonic()
+        self.started = None
 
     def on_train_batch_end(self, batch, logs=None):
-        if time.monotonic() - self.started >= self.seconds:
+        if self.started is None:
+            self.started = time.monotonic()
+        elif time.monotonic() - self.started >= self.seconds:
             self.model.stop_training = True
 
     def get_config(self):

@@ -165,6 +165,12 @@ class RagQuestionAnswerer(keras.Model):
 
     # Generation and inspection.
 
+    def _question_batches(self, questions, batch_size):
+        """Preprocessed question batches (no `tf.data` pipeline: low latency)."""
+        questions = _as_string_array(questions, "questions")
+        for start in range(0, len(questions), batch_size):
+            yield self.preprocessor(tf.constant(questions[start : start + batch_size]))
+
     def _generate_function(self, max_length, num_beams, marginalization):
         key = (max_length, num_beams, marginalization)
         if key not in self._generate_functions:
@@ -208,7 +214,7 @@ class RagQuestionAnswerer(keras.Model):
         max_length = max_length or self.preprocessor.answer_length
         function = self._generate_function(max_length, num_beams, marginalization)
         answers = []
-        for inputs in self.preprocess(questions, batch_size=batch_size):
+        for inputs in self._question_batches(questions, batch_size):
             token_ids, _ = function(inputs)
             answers.extend(self.preprocessor.detokenize(token_ids).tolist())
         return answers
@@ -222,7 +228,7 @@ class RagQuestionAnswerer(keras.Model):
         """
         passages = self.rag.retriever.index.passages
         results = []
-        for inputs in self.preprocess(questions, batch_size=batch_size):
+        for inputs in self._question_batches(questions, batch_size):
             retrieved = self.rag.retrieve(inputs, training=False)
             rows = retrieved["rows"].numpy()
             mask = retrieved["mask"].numpy()

@@ -95,7 +95,7 @@ class KerasTextEncoder:
 
     def __init__(self, model, tokenizer=None, identity=None):
         for name, value in (("model", model), ("tokenizer", tokenizer)):
-            if value is not None and not callable(value):
+            if not callable(value) and (name == "model" or value is not None):
                 raise TypeError(
                     f"`{name}` must be a Keras layer or model. "
                     f"Received: {name}={value!r}"

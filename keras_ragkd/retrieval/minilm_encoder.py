@@ -17,9 +17,10 @@ class MiniLMEncoder(keras.Model):
     """all-MiniLM-L6-v2: raw strings `(batch,)` to unit vectors `(batch, 384)`.
 
     WordPiece tokenisation, `[CLS] … [SEP]` packing, the 6-layer BERT
-    backbone (with the exact GELU of the original model), mean pooling over the padding mask and L2 normalisation all run
-    in the graph, which reproduces sentence-transformers' embeddings and lets
-    the encoder live inside `tf.data`, `model.fit` and exported SavedModels.
+    backbone (with the exact GELU of the original model), mean pooling over
+    the padding mask and L2 normalisation all run in the graph. This
+    reproduces sentence-transformers' embeddings and lets the encoder live
+    inside `tf.data`, `model.fit` and exported SavedModels.
     The model is trainable (use it as a query tower; pass the same instance as
     the passage tower to share weights).
 

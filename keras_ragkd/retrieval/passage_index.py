@@ -1,7 +1,6 @@
 """`PassageIndex`: the knowledge base (passages + embeddings + a FAISS index)."""
 
 import dataclasses
-import json
 import os
 import shutil
 import tempfile

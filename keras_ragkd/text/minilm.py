@@ -35,8 +35,9 @@ def load_minilm_tokenizer(sequence_length=None):
     """Loads the all-MiniLM-L6-v2 tokenizer as a keras-hub `BertTokenizer`.
 
     The tokenizer is a Keras layer: it maps raw strings to WordPiece ids
-    (30522-token uncased BERT vocabulary, lowercased, accents stripped) inside the graph, so it runs in
-    `tf.data` pipelines and in exported SavedModels.
+    (30522-token uncased BERT vocabulary, lowercased, accents stripped)
+    inside the graph, so it runs in `tf.data` pipelines and in exported
+    SavedModels.
 
     Args:
         sequence_length: int or `None`. If set, outputs are dense

@@ -193,7 +193,7 @@ def test_approx_max_k_option_matches_exact_on_cpu(small_kb):
     index, encoder, questions = small_kb
     queries = query_vectors(encoder, questions)
     approximate = PassageRetriever(index, k=4, backend="tensor", use_approx_max_k=True)
-    assert approximate.get_config()["use_approx_max_k"] is True
+    assert approximate.use_approx_max_k is True
     np.testing.assert_array_equal(
         approximate(queries)["rows"].numpy(), index.search(queries, k=4).rows
     )
@@ -234,7 +234,9 @@ def test_use_backend_switches_a_model_in_place(small_kb):
     assert [r.backend for r in switched] == ["tensor"]
     tensor_outputs = model.predict(queries, verbose=0)
     np.testing.assert_array_equal(faiss_outputs["rows"], tensor_outputs["rows"])
-    np.testing.assert_allclose(faiss_outputs["doc_scores"], tensor_outputs["doc_scores"], atol=1e-6)
+    np.testing.assert_allclose(
+        faiss_outputs["doc_scores"], tensor_outputs["doc_scores"], atol=1e-6
+    )
     use_backend(model, "faiss")
     np.testing.assert_array_equal(model.predict(queries, verbose=0)["rows"], faiss_outputs["rows"])
 
