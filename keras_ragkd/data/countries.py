@@ -8,6 +8,7 @@ never appear in any training pair, while its passages stay in the knowledge
 base, so a retrieval-augmented model can only answer them through retrieval.
 """
 
+import collections
 import functools
 import re
 
@@ -195,9 +196,17 @@ def country_passages(countries=None):
     return passages
 
 
+@functools.lru_cache(maxsize=1)
+def _shared_capitals():
+    """Capitals named by more than one record (e.g. Burma and Myanmar)."""
+    counts = collections.Counter(record["capital"] for record in country_records())
+    return frozenset(capital for capital, count in counts.items() if count > 1)
+
+
 def _answer(record, question_type):
     if question_type == "country_of_capital":
-        return record["name"]
+        # "Naypyidaw is the capital of which country?" has no single answer.
+        return None if record["capital"] in _shared_capitals() else record["name"]
     if question_type == "currency":
         return record["currencies"][0] if len(record["currencies"]) == 1 else None
     return record[question_type]

@@ -62,3 +62,12 @@ def test_bad_arguments_are_clear_value_errors(call, message):
 def test_a_single_string_is_not_a_country_list():
     with pytest.raises(TypeError, match="Received: countries='France'"):
         countries.country_passages("France")
+
+
+def test_reverse_capital_questions_have_a_single_answer():
+    pairs = countries.country_questions("all", types=["country_of_capital"])
+    answers_by_question = {}
+    for pair in pairs:
+        answers_by_question.setdefault(pair["question"], set()).add(pair["answer"])
+    assert all(len(answers) == 1 for answers in answers_by_question.values())
+    assert not any("Naypyidaw" in question for question in answers_by_question)

