@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_ragkd.distillation import cached_batch
+from keras_ragkd.io_utils import replace_directory
 
 METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1
@@ -128,7 +129,7 @@ class TeacherCache:
                 teacher, dataset, staging, top_k, temperature, dtype, verbose
             )
             _write_json(os.path.join(staging, METADATA_FILE), metadata)
-            _replace_directory(staging, directory)
+            replace_directory(staging, directory)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -406,14 +407,3 @@ def _raw_to_npy(folder, name, dtype, shape):
 def _write_json(path, data):
     with open(path, "w") as file:
         json.dump(data, file, indent=1)
-
-
-def _replace_directory(staging, directory):
-    """Moves `staging` to `directory`, replacing an old one atomically."""
-    if not os.path.exists(directory):
-        os.replace(staging, directory)
-        return
-    old = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.", suffix=".old", dir=os.path.dirname(directory))
-    os.replace(directory, os.path.join(old, "cache"))
-    os.replace(staging, directory)
-    shutil.rmtree(old, ignore_errors=True)
