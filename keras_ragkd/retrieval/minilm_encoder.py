@@ -68,6 +68,10 @@ class MiniLMEncoder(keras.Model):
         self.packer.supports_jit = False
         self.backbone = keras_hub.models.BertBackbone.from_preset(folder)
         use_exact_gelu(self.backbone)
+        # `trainable=` from the config was applied before the backbone
+        # existed; apply it again so its variables follow (e.g. after loading
+        # a frozen encoder from a `.keras` file).
+        self.backbone.trainable = self.trainable
         # Every weight exists now (the tokenizer and packer have none).
         self.built = True
 

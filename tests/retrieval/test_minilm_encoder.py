@@ -142,3 +142,12 @@ def test_string_layers_keep_keras_from_auto_xla(minilm_encoder):
     # jit_compile="auto" enables XLA only when every layer supports it.
     assert minilm_encoder.tokenizer.supports_jit is False
     assert not all(layer.supports_jit for layer in minilm_encoder._flatten_layers())
+
+
+def test_frozen_encoder_stays_frozen_through_its_config():
+    frozen = MiniLMEncoder(sequence_length=8)
+    frozen.trainable = False
+    restored = MiniLMEncoder.from_config(frozen.get_config())
+    assert restored.trainable is False
+    assert restored.backbone.trainable is False
+    assert all(not v.trainable for v in restored.weights)
