@@ -24,7 +24,6 @@ Usage:
 """
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -42,6 +41,8 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 
 from keras_ragkd import Distiller  # noqa: E402
 from keras_ragkd import TeacherCache  # noqa: E402
+from results_io import save_figure  # noqa: E402
+from results_io import write_json  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 ALPHA = 0.1
@@ -325,16 +326,7 @@ def plot(results, path):
     right.set_xlabel("time ratio (lower is faster)")
     right.set_title("speed")
     figure.tight_layout()
-    tmp = str(path) + ".tmp.png"
-    figure.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
-
-
-def write_json(data, path):
-    tmp = str(path) + ".tmp"
-    with open(tmp, "w") as file:
-        json.dump(data, file, indent=2)
-    os.replace(tmp, path)
+    save_figure(figure, path)
 
 
 def main(argv=None):

@@ -54,6 +54,8 @@ from keras_ragkd.rag import make_passage_retriever
 from keras_ragkd.retrieval import PassageIndex
 from keras_ragkd.retrieval import load_minilm_encoder
 from keras_ragkd.text import load_minilm_tokenizer
+from results_io import save_figure
+from results_io import write_json
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FULL = dict(teacher_seconds=1800, student_seconds=600, closed_book_seconds=600,
@@ -192,14 +194,7 @@ def plot(results, path):
     axes[2].set_yscale("log")
     axes[2].legend()
     fig.tight_layout()
-    fig.savefig(path + ".tmp.png", dpi=110)
-    os.replace(path + ".tmp.png", path)
-
-
-def write_json(results, path):
-    with open(path + ".tmp", "w") as file:
-        json.dump(results, file, indent=2)
-    os.replace(path + ".tmp", path)
+    save_figure(fig, path)
 
 
 def main(argv=None):

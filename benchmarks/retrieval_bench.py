@@ -56,6 +56,8 @@ from keras_ragkd.retrieval import PassageIndex  # noqa: E402
 from keras_ragkd.retrieval import PassageRetriever  # noqa: E402
 from keras_ragkd.retrieval.passage import as_passage  # noqa: E402
 from keras_ragkd.retrieval.passage import passage_text  # noqa: E402
+from results_io import save_figure  # noqa: E402
+from results_io import write_json  # noqa: E402
 
 DIM = 384
 K = 10
@@ -495,20 +497,8 @@ def plot(results, path):
                  title=f"FAISS index types: {data} data (d=384)")
         axis.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=100, format="png")
+    save_figure(figure, path, dpi=100)
     plt.close(figure)
-
-
-def write_atomically(path, write):
-    """Calls `write(temporary_path)`, then renames the file to `path`."""
-    temporary = f"{path}.tmp"
-    write(temporary)
-    os.replace(temporary, path)
-
-
-def write_json(results, path):
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2)
 
 
 def main(argv=None):
@@ -617,9 +607,9 @@ def main(argv=None):
     os.makedirs(RESULTS, exist_ok=True)
     name = "retrieval_bench_quick" if quick else "retrieval_bench"
     json_path = os.path.join(RESULTS, f"{name}.json")
-    write_atomically(json_path, lambda p: write_json(results, p))
+    write_json(results, json_path)
     png_path = os.path.join(RESULTS, f"{name}.png")
-    write_atomically(png_path, lambda p: plot(results, p))
+    plot(results, png_path)
     print(f"Wrote {json_path} and {png_path} in {results['total_seconds']:.0f} s")
     return results
 

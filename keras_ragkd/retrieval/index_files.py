@@ -22,6 +22,9 @@ import shutil
 import faiss
 import numpy as np
 
+from keras_ragkd.io_utils import atomic_write
+from keras_ragkd.io_utils import fsync_directory
+
 MANIFEST_FILE = "manifest.json"
 DATA_FILES = {
     "index": "index.faiss",
@@ -53,13 +56,9 @@ def write_data_files(folder, faiss_index, passages, embeddings):
 
 def atomic_write_json(path, content):
     """Writes JSON to a temporary file beside `path`, then `os.replace`s it."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(content, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
-    fsync_directory(os.path.dirname(os.path.abspath(path)))
+    atomic_write(
+        path, lambda f: json.dump(content, f, indent=2, sort_keys=True), mode="w"
+    )
 
 
 def remove_stale_data(directory, keep):
@@ -211,11 +210,3 @@ def sha256_of(path, chunk_bytes=1 << 22):
 def fsync_file(path):
     with open(path, "rb") as f:
         os.fsync(f.fileno())
-
-
-def fsync_directory(path):
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -9,6 +9,7 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.feature_extraction.text import TfidfTransformer
 
+from keras_ragkd.io_utils import atomic_write
 from keras_ragkd.retrieval.passage import check_texts
 
 CONFIG_FILE = "tfidf_encoder.json"
@@ -116,11 +117,11 @@ class TfidfEncoder:
             "seed": self.seed,
             "vocabulary": self.vocabulary,
         }
-        _atomic_write(
+        atomic_write(
             os.path.join(directory, CONFIG_FILE),
             lambda f: f.write(json.dumps(config).encode()),
         )
-        _atomic_write(
+        atomic_write(
             os.path.join(directory, ARRAYS_FILE),
             lambda f: np.savez(f, idf=self.idf, components=self.components),
         )
@@ -151,12 +152,3 @@ class TfidfEncoder:
                 "This TfidfEncoder is not fitted; call `fit(texts)` first. "
                 "Received: components=None"
             )
-
-
-def _atomic_write(path, write):
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)

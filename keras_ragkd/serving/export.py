@@ -4,6 +4,7 @@ import os
 import shutil
 import tempfile
 
+from keras_ragkd.io_utils import replace_directory
 from keras_ragkd.retrieval import use_backend
 from keras_ragkd.retrieval.retriever import PassageRetriever
 from keras_ragkd.retrieval.retriever import forget_traced_functions
@@ -62,7 +63,7 @@ def export_model(model, path, input_signature=None, verbose=False):
             input_signature=input_signature,
             verbose=verbose,
         )
-        _replace_folder(staging, path)
+        replace_directory(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -71,17 +72,3 @@ def export_model(model, path, input_signature=None, verbose=False):
             retriever.set_backend(backend)
         forget_traced_functions(model)
     return path
-
-
-def _replace_folder(source, destination):
-    """Moves `source` to `destination`, replacing an existing folder."""
-    if not os.path.exists(destination):
-        os.rename(source, destination)
-        return
-    retired = tempfile.mkdtemp(
-        prefix=f".{os.path.basename(destination)}.old-",
-        dir=os.path.dirname(destination),
-    )
-    os.rename(destination, os.path.join(retired, "previous"))
-    os.rename(source, destination)
-    shutil.rmtree(retired, ignore_errors=True)
