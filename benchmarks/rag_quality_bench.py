@@ -21,7 +21,7 @@ Writes `benchmarks/results/rag_quality_bench.json` and `.png`
 (`TimeLimit`, tracing excluded); every budget can be overridden, e.g.
 `--teacher-seconds 600`.
 
-Run: `python benchmarks/rag_quality_bench.py --quick` (about 5 minutes on an
+Run: `python benchmarks/rag_quality_bench.py --quick` (about 9 minutes on an
 idle 2-core machine) or without `--quick` (about 75 minutes: 30 minutes of
 teacher training).
 """
@@ -68,7 +68,7 @@ HARD_LOSS = dict(from_logits=True, ignore_class=0)
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small budgets (~5 min)")
+    parser.add_argument("--quick", action="store_true", help="small budgets (~9 min)")
     for name in FULL:
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
