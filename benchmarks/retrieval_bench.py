@@ -189,9 +189,8 @@ def bench_tensor_vs_keras_rs(index, queries, batch_sizes, repeats):
     (scores, ids).
     """
     retriever = PassageRetriever(index, k=K, backend="tensor")
-    keras_rs_layer = keras_rs.layers.BruteForceRetrieval(
-        candidate_embeddings=np.asarray(index.embeddings), k=K
-    )
+    brute_force = keras_rs.layers.BruteForceRetrieval
+    keras_rs_layer = brute_force(candidate_embeddings=np.asarray(index.embeddings), k=K)
     rows = []
     for jit_compile in (False, True):
         ours = tf.function(retriever.call, jit_compile=jit_compile)
