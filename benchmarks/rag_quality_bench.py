@@ -5,11 +5,14 @@ Everything runs side by side in one process on the countryinfo knowledge base
 their facts in no training pair):
 
 - retrieval recall@n_docs of the gold passage (MiniLM query/passage encoder);
-- RAG teacher (`base` copy generator, 4 passages, RAG-Token), EM overall and
-  per question type;
-- RAG student (`small` generator, 2 passages) distilled from the teacher with
-  `keras_ragkd.Distiller` on the per-token marginals, and the same student
-  trained without distillation for the same number of steps;
+- RAG teacher (`minilm` generator: the frozen pretrained MiniLM backbone
+  reads question + passage, a trained copy decoder answers; 4 passages,
+  RAG-Token), EM overall and per question type;
+- RAG student (`small` from-scratch generator, 2 passages) distilled from the
+  teacher with `keras_ragkd.Distiller` on the per-token marginals (the
+  teacher runs once over the training set into a top-k `TeacherCache`), and
+  the same student from the same initial weights trained without
+  distillation for the same number of steps;
 - a closed-book generator of the teacher's size (no retrieval);
 - RAG-Sequence vs RAG-Token (student size, same number of steps);
 - generation latency per question (batch of 1, greedy), generator sizes.
@@ -40,8 +43,10 @@ from keras_ragkd.data import country_passages
 from keras_ragkd.data import country_questions
 from keras_ragkd.data import country_split
 from keras_ragkd.distillation import Distiller
+from keras_ragkd.distillation import TeacherCache
 from keras_ragkd.rag import CopyTransformerGenerator
 from keras_ragkd.rag import GENERATOR_SIZES
+from keras_ragkd.rag import MiniLMReader
 from keras_ragkd.rag import RagPreprocessor
 from keras_ragkd.rag import RagQuestionAnswerer
 from keras_ragkd.rag import RetrievalAugmentedGenerator
@@ -58,12 +63,13 @@ from results_io import save_figure
 from results_io import write_json
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-FULL = dict(teacher_seconds=1800, student_seconds=600, closed_book_seconds=600,
+FULL = dict(teacher_seconds=1800, student_seconds=450, closed_book_seconds=450,
             eval_questions=0, latency_questions=50)
 QUICK = dict(teacher_seconds=60, student_seconds=30, closed_book_seconds=20,
              eval_questions=100, latency_questions=10)
 TEACHER_DOCS, STUDENT_DOCS = 4, 2
 HARD_LOSS = dict(from_logits=True, ignore_class=0)
+TEMPERATURE, CACHE_TOP_K = 2.0, 32
 
 
 def parse_args(argv=None):
@@ -155,10 +161,11 @@ def closed_book_model(encoder, preprocessor, directory):
     empty = [{"id": "none", "title": "", "text": "."}]
     index = PassageIndex.build(empty, encoder, verbose=0)
     index.save(os.path.join(directory, "closed_book_index"))
+    size = dict(GENERATOR_SIZES["minilm"], source_encoder=MiniLMReader(preprocessor.vocabulary_ids))
     generator = CopyTransformerGenerator(
         preprocessor.vocabulary_size,
         max_sequence_length=preprocessor.question_length + preprocessor.passage_length,
-        **GENERATOR_SIZES["base"],
+        **size,
     )
     rag = RetrievalAugmentedGenerator(
         encoder, make_passage_retriever(index, preprocessor, k=1), generator,
@@ -237,9 +244,9 @@ def main(argv=None):
     print(f"recall@{TEACHER_DOCS} {results['retrieval_recall'][f'at_{TEACHER_DOCS}']:.3f}  "
           f"recall@{STUDENT_DOCS} {results['retrieval_recall'][f'at_{STUDENT_DOCS}']:.3f}", flush=True)
 
-    def dataset(model, questions, seed):
+    def dataset(model, questions, seed=None):
         return model.preprocess([q["question"] for q in questions], [q["answer"] for q in questions],
-                                batch_size=32, shuffle=True, seed=seed)
+                                batch_size=32, shuffle=seed is not None, seed=seed)
 
     def record(name, model, training, marginalization=None, timed=True):
         entry = evaluate(model, evaluation, marginalization)
@@ -256,20 +263,29 @@ def main(argv=None):
         write_json(results, stem + ".json")
 
     # Teacher.
-    teacher = build_rag_question_answerer(train_index, encoder, preprocessor, "base", n_docs=TEACHER_DOCS)
+    teacher = build_rag_question_answerer(train_index, encoder, preprocessor, "minilm", n_docs=TEACHER_DOCS)
     teacher.compile(optimizer=keras.optimizers.Adam(1e-3))
     teacher_training = train(teacher, dataset(teacher, train_questions, 1), TimeLimit(args.teacher_seconds))
     record("rag_teacher", teacher.with_index(index), teacher_training)
 
-    # Student, distilled from the teacher on the per-token marginals.
+    # Student, distilled from the teacher on the per-token marginals. The
+    # teacher runs once over the (fixed-order) training set into a cache;
+    # batches are shuffled after the cache is attached.
     keras.utils.set_random_seed(args.seed + 1)
     student = build_rag_question_answerer(train_index, encoder, preprocessor, "small", n_docs=STUDENT_DOCS)
     initial_student_weights = student.rag.generator.get_weights()
-    distiller = Distiller(teacher, student, alpha=0.5, temperature=2.0, ignore_class=0)
+    fixed_order = dataset(student, train_questions)
+    cache_started = time.monotonic()
+    cache = TeacherCache.build(teacher, fixed_order, os.path.join(workdir, "teacher_cache"),
+                               top_k=CACHE_TOP_K, temperature=TEMPERATURE, verbose=0)
+    cache_seconds = time.monotonic() - cache_started
+    print(f"teacher cache: {cache.count} answers in {cache_seconds:.0f} s", flush=True)
+    distiller = Distiller(teacher, student, alpha=0.5, temperature=TEMPERATURE, ignore_class=0)
     distiller.compile(optimizer=keras.optimizers.Adam(2e-3),
                       loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
-    distilled_training = train(distiller, dataset(student, train_questions, 2),
-                               TimeLimit(args.student_seconds), curve_key="student_loss")
+    cached = cache.attach(fixed_order).shuffle(1000, seed=2, reshuffle_each_iteration=True)
+    distilled_training = train(distiller, cached, TimeLimit(args.student_seconds), curve_key="student_loss")
+    distilled_training["teacher_cache_seconds"] = cache_seconds
     record("rag_student_distilled", student.with_index(index), distilled_training)
 
     # The same student from the same initial weights, no distillation, same steps.

@@ -141,7 +141,10 @@ def _location_text(record):
 def _people_text(record):
     parts = []
     if record["demonym"]:
-        parts.append(f"People from {record['name']} are called {record['demonym']}.")
+        parts.append(
+            f"The demonym of {record['name']} is {record['demonym']}: people "
+            f"from {record['name']} are called {record['demonym']}."
+        )
     if record["population"]:
         parts.append(
             f"{record['name']} has a population of {record['population']} people."

@@ -13,6 +13,7 @@ from keras_ragkd.rag.marginalization import sequence_log_likelihood
 from keras_ragkd.rag.metrics import answer_scores
 from keras_ragkd.rag.metrics import exact_match
 from keras_ragkd.rag.metrics import token_f1
+from keras_ragkd.rag.minilm_reader import MiniLMReader
 from keras_ragkd.rag.preprocessor import RagPreprocessor
 from keras_ragkd.rag.rag_question_answerer import RagQuestionAnswerer
 from keras_ragkd.rag.rag_question_answerer import GENERATOR_SIZES
@@ -22,6 +23,7 @@ from keras_ragkd.rag.retrieval_augmented_generator import RetrievalAugmentedGene
 
 __all__ = [
     "CopyTransformerGenerator",
+    "MiniLMReader",
     "RagPreprocessor",
     "RagQuestionAnswerer",
     "RagSequenceLoss",

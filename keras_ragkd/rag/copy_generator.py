@@ -54,8 +54,11 @@ class CopyTransformerGenerator(keras.layers.Layer):
     over the source tokens (See et al. 2017), so the generator can emit
     tokens it never saw as targets, e.g. the capital of a held-out country
     read from a retrieved passage. Each decoder input also receives the
-    encoder state that follows that token in the source (matched by id), which
-    lets the decoder continue a multi-piece span and stop at its end.
+    encoder state that follows that token in the source (matched by id), and
+    the copy scores of the position right after where the previous token was
+    copied from get a learned bonus (the gate also sees that position's
+    state), which lets the decoder continue a multi-piece span and stop at
+    its end.
 
     Inputs are a dict with `"encoder_token_ids"` `(batch, source)`,
     `"decoder_token_ids"` `(batch, time)` and optionally `"copy_mask"`
@@ -73,6 +76,14 @@ class CopyTransformerGenerator(keras.layers.Layer):
         max_sequence_length: int, longest source or target sequence.
         dropout: float.
         padding_id: int, id of padding tokens.
+        source_encoder: optional layer that embeds the source instead of the
+            generator's own token embedding, e.g. a pretrained
+            `MiniLMReader`. Called on `(encoder_token_ids, copy_mask)`, it
+            returns a dict with `"sequence_output"` `(batch, length, dim)`
+            and the `"token_ids"` and `"copy_mask"` `(batch, length)` those
+            states belong to (it may pack or re-order them). Its outputs are
+            projected to `hidden_dim` and go through `num_encoder_layers`
+            trainable Transformer layers.
         **kwargs: `keras.layers.Layer` arguments.
 
     Example:
@@ -97,6 +108,7 @@ class CopyTransformerGenerator(keras.layers.Layer):
         max_sequence_length=128,
         dropout=0.1,
         padding_id=0,
+        source_encoder=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -122,6 +134,12 @@ class CopyTransformerGenerator(keras.layers.Layer):
         self.max_sequence_length = max_sequence_length
         self.dropout = dropout
         self.padding_id = padding_id
+        self.source_encoder = source_encoder
+        self.source_projection = None
+        if source_encoder is not None:
+            self.source_projection = keras.layers.Dense(
+                hidden_dim, name="source_projection"
+            )
         self.embedding = keras_hub.layers.TokenAndPositionEmbedding(
             vocabulary_size, max_sequence_length, hidden_dim, name="embedding"
         )
@@ -143,13 +161,19 @@ class CopyTransformerGenerator(keras.layers.Layer):
         self.follow_projection = keras.layers.Dense(
             hidden_dim, use_bias=False, name="follow_projection"
         )
+        self.continuation_bonus = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(2.0),
+            name="continuation_bonus",
+        )
         self.build()
 
     def build(self, input_shape=None):
         """Creates every weight (by a forward pass on a dummy batch)."""
         if self.built:
             return
-        source = tf.zeros([1, 2], "int32")
+        # A source of non-padding tokens, so a packing source encoder keeps it.
+        source = tf.fill([1, 2], (self.padding_id + 1) % self.vocabulary_size)
         self.decode(self.encode(source), tf.zeros([1, 2], "int32"))
         self.built = True
 
@@ -165,8 +189,14 @@ class CopyTransformerGenerator(keras.layers.Layer):
             A dict of tensors with leading dimension `batch`.
         """
         encoder_token_ids = tf.cast(encoder_token_ids, "int32")
+        if self.source_encoder is None:
+            hidden = self.embedding(encoder_token_ids)
+        else:
+            source = self.source_encoder((encoder_token_ids, copy_mask), training=training)
+            hidden = self.source_projection(source["sequence_output"])
+            encoder_token_ids = tf.cast(source["token_ids"], "int32")
+            copy_mask = source["copy_mask"]
         padding_mask = tf.not_equal(encoder_token_ids, self.padding_id)
-        hidden = self.embedding(encoder_token_ids)
         for layer in self.encoder_layers:
             hidden = layer(hidden, padding_mask=padding_mask, training=training)
         if copy_mask is None:
@@ -187,8 +217,9 @@ class CopyTransformerGenerator(keras.layers.Layer):
             training: bool.
         """
         decoder_token_ids = tf.cast(decoder_token_ids, "int32")
+        matches = self._source_matches(encoded, decoder_token_ids)
         hidden = self.embedding(decoder_token_ids) + self._follow_features(
-            encoded, decoder_token_ids
+            encoded, matches
         )
         for layer in self.decoder_layers:
             hidden = layer(
@@ -208,12 +239,15 @@ class CopyTransformerGenerator(keras.layers.Layer):
         ) / (self.hidden_dim**0.5)
         copy_mask = encoded["copy_mask"][:, None, :]
         copy_scores = tf.where(copy_mask, tf.cast(copy_scores, "float32"), -1e9)
-        copy_probs = tf.nn.softmax(copy_scores, axis=-1)
-        context = tf.einsum(
-            "bts,bsd->btd", copy_probs, tf.cast(encoded["encoder_outputs"], "float32")
-        )
+        copy_probs, continuations = self._copy_with_continuation(copy_scores, matches)
+        outputs = tf.cast(encoded["encoder_outputs"], "float32")
+        context = tf.einsum("bts,bsd->btd", copy_probs, outputs)
+        next_state = tf.einsum("bts,bsd->btd", continuations, outputs)
         gate = tf.sigmoid(
-            tf.cast(self.copy_gate(tf.concat([tf.cast(hidden, "float32"), context], -1)), "float32")
+            tf.cast(
+                self.copy_gate(tf.concat([tf.cast(hidden, "float32"), context, next_state], -1)),
+                "float32",
+            )
         )
         copied = scatter_copy_probs(
             copy_probs, encoded["encoder_token_ids"], self.vocabulary_size
@@ -221,7 +255,48 @@ class CopyTransformerGenerator(keras.layers.Layer):
         probs = gate * vocab_probs + (1.0 - gate) * copied
         return tf.math.log(probs + 1e-9)
 
-    def _follow_features(self, encoded, decoder_token_ids):
+    def _copy_with_continuation(self, copy_scores, matches):
+        """Copy distributions that favour continuing the previous copy.
+
+        Step `t`'s decoder input `y_t` was emitted at step `t - 1`; the
+        probability that it was copied from position `s` is
+        `copy_probs[t - 1, s] * [source[s] == y_t]`. That mass, moved to
+        `s + 1`, is the continuation `c_t`, and step `t` adds
+        `continuation_bonus * c_t` to its copy scores, so a multi-piece span
+        ("kazakh ##stan ##i") continues from where it was copied even when
+        its pieces also occur elsewhere in the source. A scan over time;
+        everything else in `decode` stays parallel.
+
+        Args:
+            copy_scores: float32 `(batch, time, source)`, masked.
+            matches: float32 `(batch, time, source)` from `_source_matches`.
+
+        Returns:
+            `(copy_probs, continuations)`, both `(batch, time, source)`.
+        """
+
+        def step(previous, elements):
+            previous_probs, _ = previous
+            scores, matched = elements
+            copied_from = previous_probs * matched
+            continuation = tf.pad(copied_from[:, :-1], [[0, 0], [1, 0]])
+            probs = tf.nn.softmax(scores + self.continuation_bonus * continuation, axis=-1)
+            return probs, continuation
+
+        time_major = [tf.transpose(t, [1, 0, 2]) for t in (copy_scores, matches)]
+        zeros = tf.zeros_like(time_major[0][0])
+        probs, continuations = tf.scan(step, tuple(time_major), initializer=(zeros, zeros))
+        return tf.transpose(probs, [1, 0, 2]), tf.transpose(continuations, [1, 0, 2])
+
+    def _source_matches(self, encoded, decoder_token_ids):
+        """Float `(batch, time, source)`: copyable source tokens equal to `y_t`."""
+        matches = tf.logical_and(
+            tf.equal(decoder_token_ids[:, :, None], encoded["encoder_token_ids"][:, None, :]),
+            encoded["copy_mask"][:, None, :],
+        )
+        return tf.cast(matches, "float32")
+
+    def _follow_features(self, encoded, matches):
         """What follows each decoder input token where it occurs in the source.
 
         For decoder token `y_t`, averages the encoder states at positions
@@ -232,11 +307,6 @@ class CopyTransformerGenerator(keras.layers.Layer):
         """
         outputs = tf.cast(encoded["encoder_outputs"], "float32")
         next_states = tf.concat([outputs[:, 1:], tf.zeros_like(outputs[:, :1])], axis=1)
-        matches = tf.logical_and(
-            tf.equal(decoder_token_ids[:, :, None], encoded["encoder_token_ids"][:, None, :]),
-            encoded["copy_mask"][:, None, :],
-        )
-        matches = tf.cast(matches, "float32")
         matches = matches / tf.maximum(tf.reduce_sum(matches, axis=-1, keepdims=True), 1.0)
         follow = tf.einsum("bts,bsd->btd", matches, next_states)
         return tf.cast(self.follow_projection(follow), self.compute_dtype)
@@ -266,6 +336,17 @@ class CopyTransformerGenerator(keras.layers.Layer):
                 "max_sequence_length": self.max_sequence_length,
                 "dropout": self.dropout,
                 "padding_id": self.padding_id,
+                "source_encoder": keras.saving.serialize_keras_object(
+                    self.source_encoder
+                ),
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["source_encoder"] = keras.saving.deserialize_keras_object(
+            config.get("source_encoder")
+        )
+        return cls(**config)

@@ -10,8 +10,9 @@ def beam_search(next_log_probs, batch_size, vocabulary_size, start_id, end_id,
     """Beam search (greedy when `num_beams=1`) for `max_length` steps.
 
     Finished beams (that emitted `end_id`) continue with `padding_id` at no
-    cost. The loop is unrolled, so wrap calls in a `tf.function` to compile
-    them once.
+    cost; once every beam has finished, the remaining steps skip
+    `next_log_probs` (early stop). The loop is unrolled, so wrap calls in a
+    `tf.function` to compile them once.
 
     Args:
         next_log_probs: callable mapping decoder ids `(batch * num_beams, t)`
@@ -52,7 +53,8 @@ def beam_search(next_log_probs, batch_size, vocabulary_size, start_id, end_id,
     scores = tf.tile(first_beam_only[None, :], [batch_size, 1])
     finished = tf.zeros([rows], "bool")
     pad_only = tf.one_hot(padding_id, vocabulary_size, on_value=0.0, off_value=NEGATIVE_LOG_PROB)
-    for _ in range(max_length):
+
+    def step(ids, scores, finished):
         log_probs = tf.cast(next_log_probs(ids), "float32")
         log_probs = tf.where(finished[:, None], pad_only[None, :], log_probs)
         candidates = scores[:, :, None] + tf.reshape(
@@ -74,6 +76,18 @@ def beam_search(next_log_probs, batch_size, vocabulary_size, start_id, end_id,
         )
         finished = tf.reshape(
             was_finished | tf.equal(token, end_id) | tf.equal(token, padding_id), [rows]
+        )
+        return ids, scores, finished
+
+    def pad(ids, scores, finished):
+        return tf.pad(ids, [[0, 0], [0, 1]], constant_values=padding_id), scores, finished
+
+    for _ in range(max_length):
+        # Once every beam has ended, the remaining steps only pad.
+        ids, scores, finished = tf.cond(
+            tf.reduce_all(finished),
+            lambda: pad(ids, scores, finished),
+            lambda: step(ids, scores, finished),
         )
     token_ids = tf.reshape(ids[:, 1:], [batch_size, num_beams, max_length])
     return token_ids, scores

@@ -26,6 +26,11 @@ def strip_accents(texts):
     return tf.strings.regex_replace(decomposed, r"\p{Mn}", "")
 
 
+def _special_ids(tokenizer):
+    """WordPiece ids of `[PAD]`, `[UNK]`, `[CLS]`, `[SEP]` (reduced ids 0-3)."""
+    return [tokenizer.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]")]
+
+
 def _tidy(text):
     text = _JOIN_AROUND.sub(r"\1", text)
     text = _JOIN_BEFORE.sub(r"\1", text)
@@ -116,6 +121,7 @@ class RagPreprocessor(keras.layers.Layer):
         self._ragged_tokens = tf.function(
             lambda texts: self.tokenizer(texts),
             input_signature=[tf.TensorSpec([None], tf.string)],
+            autograph=False,
         )
 
     def build(self, input_shape=None):
@@ -131,13 +137,32 @@ class RagPreprocessor(keras.layers.Layer):
             **kwargs: other constructor arguments.
         """
         texts = [str(text) for text in texts]
-        ragged_tokens = tf.function(lambda batch: tokenizer(batch))
+        ragged_tokens = tf.function(lambda batch: tokenizer(batch), autograph=False)
         ids = ragged_tokens(strip_accents(tf.constant(texts))).flat_values.numpy()
-        specials = [
-            tokenizer.token_to_id(token)
-            for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
-        ]
+        specials = _special_ids(tokenizer)
         others = sorted(set(ids.tolist()) - set(specials))
+        return cls(tokenizer, specials + others, **kwargs)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, **kwargs):
+        """Builds a preprocessor over the tokenizer's whole vocabulary.
+
+        Any knowledge base swapped in later can be read and copied from
+        without `[UNK]`s, at the cost of a generator embedding and softmax of
+        the full vocabulary size (30,522 for MiniLM).
+
+        Args:
+            tokenizer: keras-hub WordPiece tokenizer.
+            **kwargs: other constructor arguments.
+
+        Example:
+
+        >>> from keras_ragkd.text import load_minilm_tokenizer
+        >>> RagPreprocessor.from_tokenizer(load_minilm_tokenizer()).vocabulary_size
+        30522
+        """
+        specials = _special_ids(tokenizer)
+        others = sorted(set(range(tokenizer.vocabulary_size())) - set(specials))
         return cls(tokenizer, specials + others, **kwargs)
 
     @property

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_ragkd.rag.copy_generator import CopyTransformerGenerator
 from keras_ragkd.rag.losses import RagSequenceLoss
+from keras_ragkd.rag.minilm_reader import MiniLMReader
 from keras_ragkd.rag.losses import RagTokenLoss
 from keras_ragkd.rag.preprocessor import END_ID
 from keras_ragkd.rag.preprocessor import START_ID
@@ -301,6 +302,9 @@ GENERATOR_SIZES = {
                   num_heads=2, intermediate_dim=128),
     "base": dict(hidden_dim=128, num_encoder_layers=3, num_decoder_layers=2,
                  num_heads=4, intermediate_dim=512),
+    # The pretrained all-MiniLM-L6-v2 backbone (frozen) reads the source.
+    "minilm": dict(source_encoder="minilm", hidden_dim=256, num_encoder_layers=1,
+                   num_decoder_layers=2, num_heads=4, intermediate_dim=512),
 }
 
 
@@ -316,8 +320,10 @@ def build_rag_question_answerer(index, query_encoder, preprocessor, generator="s
         preprocessor: a `RagPreprocessor`; models that share one share the
             output vocabulary (as a distillation teacher and student must).
         generator: a size name from `GENERATOR_SIZES` (`"tiny"`, `"small"`,
-            `"base"`), a dict of `CopyTransformerGenerator` arguments, or a
-            generator layer.
+            `"base"`, or `"minilm"`: a frozen pretrained MiniLM reader under
+            a trained copy decoder), a dict of `CopyTransformerGenerator`
+            arguments (`source_encoder="minilm"` builds a `MiniLMReader` on
+            the preprocessor's vocabulary), or a generator layer.
         n_docs: passages per question.
         k: retriever depth (defaults to `n_docs`).
         marginalization: `"token"` or `"sequence"`.
@@ -339,6 +345,9 @@ def build_rag_question_answerer(index, query_encoder, preprocessor, generator="s
             )
         generator = GENERATOR_SIZES[generator]
     if isinstance(generator, dict):
+        generator = dict(generator)
+        if generator.get("source_encoder") == "minilm":
+            generator["source_encoder"] = MiniLMReader(preprocessor.vocabulary_ids)
         generator = CopyTransformerGenerator(
             preprocessor.vocabulary_size,
             max_sequence_length=max(

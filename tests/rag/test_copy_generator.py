@@ -73,3 +73,20 @@ def test_copy_learns_to_emit_tokens_never_seen_as_targets():
 def test_constructor_validation():
     with pytest.raises(ValueError, match="Received: hidden_dim=0"):
         CopyTransformerGenerator(10, hidden_dim=0)
+
+
+def test_copy_continues_from_the_position_it_copied_from():
+    """Token 7 occurs at positions 0 and 3; step 0 copied it from position 3,
+    so step 1 continues at position 4, not at 1."""
+    generator = _generator()
+    generator.continuation_bonus.assign(20.0)
+    scores = np.zeros((1, 2, 6), "float32")
+    scores[0, 0, 3] = 10.0
+    source = np.array([7, 5, 6, 7, 8, 9])
+    matches = np.zeros((1, 2, 6), "float32")
+    matches[0, 1] = source == 7  # The decoder input at step 1 is token 7.
+    probs, continuations = generator._copy_with_continuation(scores, matches)
+    assert np.argmax(probs[0, 0]) == 3
+    assert np.argmax(probs[0, 1]) == 4
+    assert continuations.numpy()[0, 1, 4] > 0.99
+    np.testing.assert_allclose(probs.numpy().sum(-1), 1.0, atol=1e-5)

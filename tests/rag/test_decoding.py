@@ -37,3 +37,20 @@ def test_beam_search_finds_better_sequence_than_greedy():
     assert beams.numpy()[0, 0].tolist() == [3, 4]
     assert beam_scores.numpy()[0, 0] > greedy_score.numpy()[0, 0]
     assert np.all(np.diff(beam_scores.numpy()[0]) <= 0)
+
+
+def test_stops_calling_the_model_once_every_beam_has_ended():
+    table = np.full((5, 5), 0.01)
+    table[1, 4] = 0.96  # Every sequence ends at the first step.
+    step = _bigram_model(table)
+    calls = tf.Variable(0)
+
+    def counted(ids):
+        calls.assign_add(1)
+        return step(ids)
+
+    ids, _ = tf.function(
+        lambda: beam_search(counted, 2, 5, start_id=1, end_id=4, max_length=6, num_beams=2)
+    )()
+    assert ids.numpy()[0, 0].tolist() == [4, 0, 0, 0, 0, 0]
+    assert int(calls.numpy()) == 1

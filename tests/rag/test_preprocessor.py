@@ -35,6 +35,14 @@ def test_accents_are_stripped_and_unknown_words_map_to_unk(preprocessor):
     assert "[UNK]" in unknown
 
 
+def test_full_vocabulary_reads_words_outside_the_training_texts():
+    full = RagPreprocessor.from_tokenizer(load_minilm_tokenizer(), answer_length=8)
+    assert full.vocabulary_size == 30522
+    assert full.vocabulary_ids[:4] == [0, 100, 101, 102]
+    _, labels = full(tf.constant(["q"]), tf.constant(["Zyzzyva"]))
+    assert full.detokenize(labels).tolist() == ["zyzzyva"]
+
+
 def test_runs_in_tf_data_and_config_round_trips(preprocessor):
     dataset = tf.data.Dataset.from_tensor_slices((["What is the capital of Peru?"], ["Lima"]))
     x, y = next(iter(dataset.batch(1).map(preprocessor)))
