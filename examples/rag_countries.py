@@ -34,7 +34,8 @@ from keras_ragkd.text import load_minilm_tokenizer
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=200.0, help="training time budget")
-    parser.add_argument("--generator", default="small", help="tiny, small or base")
+    parser.add_argument("--generator", default="small",
+                        help="tiny, small, base or minilm (pretrained reader)")
     parser.add_argument("--n-docs", type=int, default=3)
     parser.add_argument("--eval-questions", type=int, default=300,
                         help="held-out questions scored (0: all)")
