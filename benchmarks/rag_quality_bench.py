@@ -24,9 +24,10 @@ Writes `benchmarks/results/rag_quality_bench.json` and `.png`
 (`TimeLimit`, tracing excluded); every budget can be overridden, e.g.
 `--teacher-seconds 600`.
 
-Run: `python benchmarks/rag_quality_bench.py --quick` (about 9 minutes on an
-idle 2-core machine) or without `--quick` (about 75 minutes: 30 minutes of
-teacher training).
+Run: `python benchmarks/rag_quality_bench.py --quick` (tiny budgets, a smoke
+run of the whole pipeline: about 12 minutes on 2 cores, most of it indexing,
+tracing and the teacher cache) or without `--quick` (76 minutes measured: 30
+minutes of teacher training).
 """
 
 import argparse
