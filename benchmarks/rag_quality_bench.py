@@ -45,14 +45,12 @@ from keras_ragkd.data import country_questions
 from keras_ragkd.data import country_split
 from keras_ragkd.distillation import Distiller
 from keras_ragkd.distillation import TeacherCache
-from keras_ragkd.rag import CopyTransformerGenerator
-from keras_ragkd.rag import GENERATOR_SIZES
-from keras_ragkd.rag import MiniLMReader
 from keras_ragkd.rag import RagPreprocessor
 from keras_ragkd.rag import RagQuestionAnswerer
 from keras_ragkd.rag import RetrievalAugmentedGenerator
 from keras_ragkd.rag import TimeLimit
 from keras_ragkd.rag import answer_scores
+from keras_ragkd.rag import build_generator
 from keras_ragkd.rag import build_rag_question_answerer
 from keras_ragkd.rag import counterfactual_augment
 from keras_ragkd.rag import exact_match
@@ -162,12 +160,7 @@ def closed_book_model(encoder, preprocessor, directory):
     empty = [{"id": "none", "title": "", "text": "."}]
     index = PassageIndex.build(empty, encoder, verbose=0)
     index.save(os.path.join(directory, "closed_book_index"))
-    size = dict(GENERATOR_SIZES["minilm"], source_encoder=MiniLMReader(preprocessor.vocabulary_ids))
-    generator = CopyTransformerGenerator(
-        preprocessor.vocabulary_size,
-        max_sequence_length=preprocessor.question_length + preprocessor.passage_length,
-        **size,
-    )
+    generator = build_generator("minilm", preprocessor)
     rag = RetrievalAugmentedGenerator(
         encoder, make_passage_retriever(index, preprocessor, k=1), generator,
         n_docs=1, copy_from_question=True,

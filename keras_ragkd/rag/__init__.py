@@ -17,6 +17,7 @@ from keras_ragkd.rag.minilm_reader import MiniLMReader
 from keras_ragkd.rag.preprocessor import RagPreprocessor
 from keras_ragkd.rag.rag_question_answerer import RagQuestionAnswerer
 from keras_ragkd.rag.rag_question_answerer import GENERATOR_SIZES
+from keras_ragkd.rag.rag_question_answerer import build_generator
 from keras_ragkd.rag.rag_question_answerer import build_rag_question_answerer
 from keras_ragkd.rag.rag_question_answerer import make_passage_retriever
 from keras_ragkd.rag.retrieval_augmented_generator import RetrievalAugmentedGenerator
@@ -33,6 +34,7 @@ __all__ = [
     "answer_scores",
     "GENERATOR_SIZES",
     "beam_search",
+    "build_generator",
     "build_rag_question_answerer",
     "counterfactual_augment",
     "document_log_probs",

