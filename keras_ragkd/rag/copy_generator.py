@@ -82,8 +82,10 @@ class CopyTransformerGenerator(keras.layers.Layer):
             returns a dict with `"sequence_output"` `(batch, length, dim)`
             and the `"token_ids"` and `"copy_mask"` `(batch, length)` those
             states belong to (it may pack or re-order them). Its outputs are
-            projected to `hidden_dim` and go through `num_encoder_layers`
-            trainable Transformer layers.
+            projected to `hidden_dim`, added to the generator's own token and
+            position embedding of those `"token_ids"` (so the copy pointer
+            sees each position's exact token), and go through
+            `num_encoder_layers` trainable Transformer layers.
         **kwargs: `keras.layers.Layer` arguments.
 
     Example:
@@ -193,8 +195,13 @@ class CopyTransformerGenerator(keras.layers.Layer):
             hidden = self.embedding(encoder_token_ids)
         else:
             source = self.source_encoder((encoder_token_ids, copy_mask), training=training)
-            hidden = self.source_projection(source["sequence_output"])
             encoder_token_ids = tf.cast(source["token_ids"], "int32")
+            # The contextual states say what a position means; the generator's
+            # own token + position embedding keeps each position's identity
+            # sharp for the copy pointer.
+            hidden = self.source_projection(source["sequence_output"]) + self.embedding(
+                encoder_token_ids
+            )
             copy_mask = source["copy_mask"]
         padding_mask = tf.not_equal(encoder_token_ids, self.padding_id)
         for layer in self.encoder_layers:

@@ -81,6 +81,29 @@ def test_generator_on_the_reader_trains_only_its_own_layers(reader, token_prepro
     assert isinstance(restored.source_encoder, MiniLMReader)
 
 
+def test_generator_on_the_reader_keeps_each_source_tokens_identity(
+    reader, token_preprocessor
+):
+    """Reader states plus the generator's own token embedding: changing one
+    token's embedding row changes the encoder states, most at its position."""
+    keras.utils.set_random_seed(0)
+    generator = CopyTransformerGenerator(
+        token_preprocessor.vocabulary_size, hidden_dim=16, num_heads=2,
+        intermediate_dim=32, num_encoder_layers=1, num_decoder_layers=1,
+        dropout=0.0, source_encoder=reader,
+    )
+    source = token_preprocessor.tokenize_passages(["The capital of Peru is Lima."])
+    before = generator.encode(source)
+    lima = int(token_preprocessor.tokenize_passages(["Lima"])[0, 0])
+    embeddings = generator.embedding.token_embedding.embeddings
+    shift = np.linspace(-1.0, 1.0, 16, dtype="float32")[None]
+    embeddings.assign(tf.tensor_scatter_nd_add(embeddings, [[lima]], shift))
+    after = generator.encode(source)
+    change = np.abs(after["encoder_outputs"] - before["encoder_outputs"]).max(-1)[0]
+    assert change.max() > 1e-3
+    assert before["encoder_token_ids"].numpy()[0, change.argmax()] == lima
+
+
 @pytest.mark.slow
 def test_minilm_reader_rag_model_fits_and_round_trips(kb, token_preprocessor, tmp_path):
     """The `"minilm"` generator in a full RAG model: fit, generate, `.keras`."""
