@@ -26,7 +26,7 @@ Writes `benchmarks/results/rag_quality_bench.json` and `.png`
 
 Run: `python benchmarks/rag_quality_bench.py --quick` (tiny budgets, a smoke
 run of the whole pipeline: about 12 minutes on 2 cores, most of it indexing,
-tracing and the teacher cache) or without `--quick` (76 minutes measured: 30
+tracing and the teacher cache) or without `--quick` (69 minutes measured: 30
 minutes of teacher training).
 """
 
@@ -77,6 +77,8 @@ def parse_args(argv=None):
     for name in FULL:
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=TEMPERATURE,
+                        help="distillation temperature (the cache's too)")
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     args.mode = "quick" if args.quick else "full"
@@ -227,6 +229,7 @@ def main(argv=None):
     results = {
         "mode": args.mode,
         "budgets_seconds": {k: getattr(args, k) for k in FULL},
+        "distillation": {"alpha": 0.5, "temperature": args.temperature, "cache_top_k": CACHE_TOP_K},
         "countries": {"train": len(train_countries), "test": len(test_countries)},
         "questions": {"train": len(train_questions), "test_scored": len(evaluation)},
         "retrieval_recall": {
@@ -271,10 +274,10 @@ def main(argv=None):
     fixed_order = dataset(student, train_questions)
     cache_started = time.monotonic()
     cache = TeacherCache.build(teacher, fixed_order, os.path.join(workdir, "teacher_cache"),
-                               top_k=CACHE_TOP_K, temperature=TEMPERATURE, verbose=0)
+                               top_k=CACHE_TOP_K, temperature=args.temperature, verbose=0)
     cache_seconds = time.monotonic() - cache_started
     print(f"teacher cache: {cache.count} answers in {cache_seconds:.0f} s", flush=True)
-    distiller = Distiller(teacher, student, alpha=0.5, temperature=TEMPERATURE, ignore_class=0)
+    distiller = Distiller(teacher, student, alpha=0.5, temperature=args.temperature, ignore_class=0)
     distiller.compile(optimizer=keras.optimizers.Adam(2e-3),
                       loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
     cached = cache.attach(fixed_order).shuffle(1000, seed=2, reshuffle_each_iteration=True)
