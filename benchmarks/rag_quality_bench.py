@@ -68,7 +68,7 @@ QUICK = dict(teacher_seconds=60, student_seconds=30, closed_book_seconds=20,
              eval_questions=100, latency_questions=10)
 TEACHER_DOCS, STUDENT_DOCS = 4, 2
 HARD_LOSS = dict(from_logits=True, ignore_class=0)
-TEMPERATURE, CACHE_TOP_K = 2.0, 32
+ALPHA, TEMPERATURE, CACHE_TOP_K = 0.5, 2.0, 32
 
 
 def parse_args(argv=None):
@@ -229,7 +229,7 @@ def main(argv=None):
     results = {
         "mode": args.mode,
         "budgets_seconds": {k: getattr(args, k) for k in FULL},
-        "distillation": {"alpha": 0.5, "temperature": args.temperature, "cache_top_k": CACHE_TOP_K},
+        "distillation": {"alpha": ALPHA, "temperature": args.temperature, "cache_top_k": CACHE_TOP_K},
         "countries": {"train": len(train_countries), "test": len(test_countries)},
         "questions": {"train": len(train_questions), "test_scored": len(evaluation)},
         "retrieval_recall": {
@@ -277,7 +277,7 @@ def main(argv=None):
                                top_k=CACHE_TOP_K, temperature=args.temperature, verbose=0)
     cache_seconds = time.monotonic() - cache_started
     print(f"teacher cache: {cache.count} answers in {cache_seconds:.0f} s", flush=True)
-    distiller = Distiller(teacher, student, alpha=0.5, temperature=args.temperature, ignore_class=0)
+    distiller = Distiller(teacher, student, alpha=ALPHA, temperature=args.temperature, ignore_class=0)
     distiller.compile(optimizer=keras.optimizers.Adam(2e-3),
                       loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
     cached = cache.attach(fixed_order).shuffle(1000, seed=2, reshuffle_each_iteration=True)
