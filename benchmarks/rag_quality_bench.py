@@ -7,9 +7,11 @@ their facts in no training pair):
 - retrieval recall@n_docs of the gold passage (MiniLM query/passage encoder);
 - RAG teacher (`minilm` generator: the frozen pretrained MiniLM backbone
   reads question + passage, a trained copy decoder answers; 4 passages,
-  RAG-Token), EM overall and per question type;
+  RAG-Token; Adam with a cosine learning-rate decay over its time budget,
+  `TimeCosineDecay`), EM overall and per question type;
 - RAG student (`small` from-scratch generator, 2 passages) distilled from the
-  teacher with `keras_ragkd.Distiller` on the per-token marginals (the
+  teacher with `keras_ragkd.Distiller` on the per-token marginals (α = 0.5,
+  T = 1 unless `--temperature` says otherwise; the
   teacher runs once over the training set into a top-k `TeacherCache`), and
   the same student from the same initial weights trained without
   distillation for the same number of steps;
@@ -48,6 +50,7 @@ from keras_ragkd.distillation import TeacherCache
 from keras_ragkd.rag import RagPreprocessor
 from keras_ragkd.rag import RagQuestionAnswerer
 from keras_ragkd.rag import RetrievalAugmentedGenerator
+from keras_ragkd.rag import TimeCosineDecay
 from keras_ragkd.rag import TimeLimit
 from keras_ragkd.rag import answer_scores
 from keras_ragkd.rag import build_generator
@@ -68,7 +71,8 @@ QUICK = dict(teacher_seconds=60, student_seconds=30, closed_book_seconds=20,
              eval_questions=100, latency_questions=10)
 TEACHER_DOCS, STUDENT_DOCS = 4, 2
 HARD_LOSS = dict(from_logits=True, ignore_class=0)
-ALPHA, TEMPERATURE, CACHE_TOP_K = 0.5, 2.0, 32
+TEACHER_LEARNING_RATE = 1e-3
+ALPHA, TEMPERATURE, CACHE_TOP_K = 0.5, 1.0, 32
 
 
 def parse_args(argv=None):
@@ -119,10 +123,10 @@ class StepLimit(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def train(model, dataset, limit, curve_key="loss"):
+def train(model, dataset, limits, curve_key="loss"):
     curve = LossCurve(curve_key)
     started = time.monotonic()
-    model.fit(dataset, epochs=100000, verbose=0, shuffle=False, callbacks=[limit, curve])
+    model.fit(dataset, epochs=100000, verbose=0, shuffle=False, callbacks=[*limits, curve])
     return {"seconds": time.monotonic() - started, "steps": curve.steps, "curve": curve.points}
 
 
@@ -229,6 +233,8 @@ def main(argv=None):
     results = {
         "mode": args.mode,
         "budgets_seconds": {k: getattr(args, k) for k in FULL},
+        "teacher_learning_rate": {"peak": TEACHER_LEARNING_RATE,
+                                  "schedule": "cosine over the time budget"},
         "distillation": {"alpha": ALPHA, "temperature": args.temperature, "cache_top_k": CACHE_TOP_K},
         "countries": {"train": len(train_countries), "test": len(test_countries)},
         "questions": {"train": len(train_questions), "test_scored": len(evaluation)},
@@ -261,8 +267,11 @@ def main(argv=None):
 
     # Teacher.
     teacher = build_rag_question_answerer(train_index, encoder, preprocessor, "minilm", n_docs=TEACHER_DOCS)
-    teacher.compile(optimizer=keras.optimizers.Adam(1e-3))
-    teacher_training = train(teacher, dataset(teacher, train_questions, 1), TimeLimit(args.teacher_seconds))
+    teacher.compile(optimizer=keras.optimizers.Adam(TEACHER_LEARNING_RATE))
+    # Adam with its learning rate annealed along a cosine over the time budget.
+    teacher_budget = [TimeLimit(args.teacher_seconds),
+                      TimeCosineDecay(TEACHER_LEARNING_RATE, args.teacher_seconds)]
+    teacher_training = train(teacher, dataset(teacher, train_questions, 1), teacher_budget)
     record("rag_teacher", teacher.with_index(index), teacher_training)
 
     # Student, distilled from the teacher on the per-token marginals. The
@@ -281,7 +290,8 @@ def main(argv=None):
     distiller.compile(optimizer=keras.optimizers.Adam(2e-3),
                       loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
     cached = cache.attach(fixed_order).shuffle(1000, seed=2, reshuffle_each_iteration=True)
-    distilled_training = train(distiller, cached, TimeLimit(args.student_seconds), curve_key="student_loss")
+    distilled_training = train(distiller, cached, [TimeLimit(args.student_seconds)],
+                               curve_key="student_loss")
     distilled_training["teacher_cache_seconds"] = cache_seconds
     record("rag_student_distilled", student.with_index(index), distilled_training)
 
@@ -290,7 +300,8 @@ def main(argv=None):
     plain.rag.generator.set_weights(initial_student_weights)
     plain.compile(optimizer=keras.optimizers.Adam(2e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
-    plain_training = train(plain, dataset(plain, train_questions, 2), StepLimit(distilled_training["steps"]))
+    plain_training = train(plain, dataset(plain, train_questions, 2),
+                           [StepLimit(distilled_training["steps"])])
     record("rag_student_plain", plain.with_index(index), plain_training)
 
     # RAG-Sequence at the student's size, same steps.
@@ -300,13 +311,14 @@ def main(argv=None):
     sequence.rag.generator.set_weights(initial_student_weights)
     sequence.compile(optimizer=keras.optimizers.Adam(2e-3))
     sequence_training = train(sequence, dataset(sequence, train_questions, 2),
-                              StepLimit(distilled_training["steps"]))
+                              [StepLimit(distilled_training["steps"])])
     record("rag_sequence_student", sequence.with_index(index), sequence_training)
 
     # Closed book, teacher size, trained on the true training facts.
     closed = closed_book_model(encoder, preprocessor, workdir)
     closed.compile(optimizer=keras.optimizers.Adam(1e-3))
-    closed_training = train(closed, dataset(closed, true_train, 3), TimeLimit(args.closed_book_seconds))
+    closed_training = train(closed, dataset(closed, true_train, 3),
+                            [TimeLimit(args.closed_book_seconds)])
     record("closed_book", closed, closed_training, timed=False)
 
     models = results["models"]

@@ -1,5 +1,6 @@
 """Retrieval-augmented generation: the RAG layer, generators, task model, metrics."""
 
+from keras_ragkd.rag.callbacks import TimeCosineDecay
 from keras_ragkd.rag.callbacks import TimeLimit
 from keras_ragkd.rag.copy_generator import CopyTransformerGenerator
 from keras_ragkd.rag.copy_generator import scatter_copy_probs
@@ -30,6 +31,7 @@ __all__ = [
     "RagSequenceLoss",
     "RagTokenLoss",
     "RetrievalAugmentedGenerator",
+    "TimeCosineDecay",
     "TimeLimit",
     "answer_scores",
     "GENERATOR_SIZES",

@@ -1,5 +1,6 @@
 """Training callbacks for bounded-time runs."""
 
+import math
 import time
 
 import keras
@@ -45,3 +46,90 @@ class TimeLimit(keras.callbacks.Callback):
 
     def get_config(self):
         return {"seconds": self.seconds}
+
+
+@keras.saving.register_keras_serializable(package="keras_ragkd")
+class TimeCosineDecay(keras.callbacks.Callback):
+    """Anneals the learning rate along a cosine over a wall-clock budget.
+
+    `keras.optimizers.schedules.CosineDecay` needs the number of steps in
+    advance; a run bounded by `TimeLimit` does not know it. This callback
+    sets the optimizer's learning rate before every batch from the fraction
+    of `seconds` already spent: a linear warm-up from 0 over the first
+    `warmup_fraction`, then a cosine from `learning_rate` down to
+    `alpha * learning_rate` at the end of the budget (and held there). Like
+    `TimeLimit`, the clock starts after the first batch, so tracing does not
+    count. Each `fit` call starts a new schedule; the epoch logs get the
+    current `"learning_rate"`.
+
+    Args:
+        learning_rate: positive float, the peak learning rate.
+        seconds: positive float, the budget (pass `TimeLimit`'s).
+        warmup_fraction: float in `[0, 1)`, the share of the budget spent
+            warming up.
+        alpha: float in `[0, 1]`, the final rate as a fraction of the peak.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    >>> history = model.fit(np.ones((8, 2)), np.ones(8), epochs=1000, verbose=0,
+    ...                     callbacks=[TimeLimit(0.5), TimeCosineDecay(0.1, 0.5)])
+    >>> history.history["learning_rate"][-1] < 0.01
+    True
+    """
+
+    def __init__(self, learning_rate, seconds, warmup_fraction=0.0, alpha=0.0):
+        super().__init__()
+        for name, value, valid in [
+            ("learning_rate", learning_rate, learning_rate > 0),
+            ("seconds", seconds, seconds > 0),
+            ("warmup_fraction", warmup_fraction, 0 <= warmup_fraction < 1),
+            ("alpha", alpha, 0 <= alpha <= 1),
+        ]:
+            if not valid:
+                raise ValueError(
+                    "`learning_rate` and `seconds` must be positive, "
+                    "`warmup_fraction` in [0, 1) and `alpha` in [0, 1]. "
+                    f"Received: {name}={value}"
+                )
+        self.learning_rate = float(learning_rate)
+        self.seconds = float(seconds)
+        self.warmup_fraction = float(warmup_fraction)
+        self.alpha = float(alpha)
+        self.started = None
+
+    def rate_at(self, fraction):
+        """The learning rate after `fraction` of the budget."""
+        fraction = min(max(fraction, 0.0), 1.0)
+        if fraction < self.warmup_fraction:
+            return self.learning_rate * fraction / self.warmup_fraction
+        progress = (fraction - self.warmup_fraction) / (1.0 - self.warmup_fraction)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.learning_rate * (self.alpha + (1.0 - self.alpha) * cosine)
+
+    def on_train_begin(self, logs=None):
+        self.started = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        elapsed = 0.0 if self.started is None else time.monotonic() - self.started
+        self.model.optimizer.learning_rate = self.rate_at(elapsed / self.seconds)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.started is None:
+            self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            )
+
+    def get_config(self):
+        return {
+            "learning_rate": self.learning_rate,
+            "seconds": self.seconds,
+            "warmup_fraction": self.warmup_fraction,
+            "alpha": self.alpha,
+        }
