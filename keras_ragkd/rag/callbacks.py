@@ -6,8 +6,42 @@ import time
 import keras
 
 
+class WallClockBudget(keras.callbacks.Callback):
+    """Base of the callbacks that follow a wall-clock budget of `seconds`.
+
+    The clock starts after the first batch of each `fit`, so tracing and
+    compiling the train step do not count against the budget.
+
+    Args:
+        seconds: positive float, the training time budget.
+    """
+
+    def __init__(self, seconds):
+        super().__init__()
+        if not seconds > 0:
+            raise ValueError(f"`seconds` must be positive. Received: seconds={seconds}")
+        self.seconds = float(seconds)
+        self.started = None
+
+    def spent(self):
+        """The share of the budget spent so far (0 before the clock starts)."""
+        if self.started is None:
+            return 0.0
+        return (time.monotonic() - self.started) / self.seconds
+
+    def on_train_begin(self, logs=None):
+        self.started = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.started is None:
+            self.started = time.monotonic()
+
+    def get_config(self):
+        return {"seconds": self.seconds}
+
+
 @keras.saving.register_keras_serializable(package="keras_ragkd")
-class TimeLimit(keras.callbacks.Callback):
+class TimeLimit(WallClockBudget):
     """Stops training once `seconds` of wall time have passed.
 
     The clock starts after the first batch, so tracing and compiling the
@@ -28,28 +62,14 @@ class TimeLimit(keras.callbacks.Callback):
     True
     """
 
-    def __init__(self, seconds):
-        super().__init__()
-        if not seconds > 0:
-            raise ValueError(f"`seconds` must be positive. Received: seconds={seconds}")
-        self.seconds = float(seconds)
-        self.started = None
-
-    def on_train_begin(self, logs=None):
-        self.started = None
-
     def on_train_batch_end(self, batch, logs=None):
-        if self.started is None:
-            self.started = time.monotonic()
-        elif time.monotonic() - self.started >= self.seconds:
+        if self.started is not None and self.spent() >= 1.0:
             self.model.stop_training = True
-
-    def get_config(self):
-        return {"seconds": self.seconds}
+        super().on_train_batch_end(batch, logs)
 
 
 @keras.saving.register_keras_serializable(package="keras_ragkd")
-class TimeCosineDecay(keras.callbacks.Callback):
+class TimeCosineDecay(WallClockBudget):
     """Anneals the learning rate along a cosine over a wall-clock budget.
 
     `keras.optimizers.schedules.CosineDecay` needs the number of steps in
@@ -81,24 +101,20 @@ class TimeCosineDecay(keras.callbacks.Callback):
     """
 
     def __init__(self, learning_rate, seconds, warmup_fraction=0.0, alpha=0.0):
-        super().__init__()
+        super().__init__(seconds)
         for name, value, valid in [
             ("learning_rate", learning_rate, learning_rate > 0),
-            ("seconds", seconds, seconds > 0),
             ("warmup_fraction", warmup_fraction, 0 <= warmup_fraction < 1),
             ("alpha", alpha, 0 <= alpha <= 1),
         ]:
             if not valid:
                 raise ValueError(
-                    "`learning_rate` and `seconds` must be positive, "
-                    "`warmup_fraction` in [0, 1) and `alpha` in [0, 1]. "
-                    f"Received: {name}={value}"
+                    "`learning_rate` must be positive, `warmup_fraction` in "
+                    f"[0, 1) and `alpha` in [0, 1]. Received: {name}={value}"
                 )
         self.learning_rate = float(learning_rate)
-        self.seconds = float(seconds)
         self.warmup_fraction = float(warmup_fraction)
         self.alpha = float(alpha)
-        self.started = None
 
     def rate_at(self, fraction):
         """The learning rate after `fraction` of the budget."""
@@ -109,16 +125,8 @@ class TimeCosineDecay(keras.callbacks.Callback):
         cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
         return self.learning_rate * (self.alpha + (1.0 - self.alpha) * cosine)
 
-    def on_train_begin(self, logs=None):
-        self.started = None
-
     def on_train_batch_begin(self, batch, logs=None):
-        elapsed = 0.0 if self.started is None else time.monotonic() - self.started
-        self.model.optimizer.learning_rate = self.rate_at(elapsed / self.seconds)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.started is None:
-            self.started = time.monotonic()
+        self.model.optimizer.learning_rate = self.rate_at(self.spent())
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -127,9 +135,12 @@ class TimeCosineDecay(keras.callbacks.Callback):
             )
 
     def get_config(self):
-        return {
-            "learning_rate": self.learning_rate,
-            "seconds": self.seconds,
-            "warmup_fraction": self.warmup_fraction,
-            "alpha": self.alpha,
-        }
+        config = super().get_config()
+        config.update(
+            {
+                "learning_rate": self.learning_rate,
+                "warmup_fraction": self.warmup_fraction,
+                "alpha": self.alpha,
+            }
+        )
+        return config
