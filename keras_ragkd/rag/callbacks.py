@@ -39,6 +39,10 @@ class WallClockBudget(keras.callbacks.Callback):
     def get_config(self):
         return {"seconds": self.seconds}
 
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
 
 @keras.saving.register_keras_serializable(package="keras_ragkd")
 class TimeLimit(WallClockBudget):

@@ -77,3 +77,10 @@ def test_time_cosine_decay_errors_and_config():
         fit(keras.optimizers.SGD(schedule), [TimeCosineDecay(0.1, seconds=1)], epochs=1)
     decay = TimeCosineDecay(0.1, seconds=5, warmup_fraction=0.1, alpha=0.2)
     assert TimeCosineDecay(**decay.get_config()).get_config() == decay.get_config()
+
+
+@pytest.mark.parametrize("callback", [TimeLimit(7), TimeCosineDecay(0.1, 5, 0.1, 0.2)])
+def test_callbacks_round_trip_through_keras_serialization(callback):
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(callback))
+    assert type(restored) is type(callback)
+    assert restored.get_config() == callback.get_config()
