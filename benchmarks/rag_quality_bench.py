@@ -5,10 +5,11 @@ Everything runs side by side in one process on the countryinfo knowledge base
 their facts in no training pair):
 
 - retrieval recall@n_docs of the gold passage (MiniLM query/passage encoder);
-- RAG teacher (`minilm` generator: the frozen pretrained MiniLM backbone
-  reads question + passage, a trained copy decoder answers; 4 passages,
-  RAG-Token; Adam with a cosine learning-rate decay over its time budget,
-  `TimeCosineDecay`), EM overall and per question type;
+- RAG teacher (`minilm` generator: the pretrained MiniLM backbone, its top
+  transformer layer fine-tuned and the rest frozen, reads question +
+  passage, a trained copy decoder answers; 3 passages, RAG-Token; Adam with
+  a cosine learning-rate decay over its time budget, `TimeCosineDecay`), EM
+  overall and per question type;
 - RAG student (`small` from-scratch generator, 2 passages) distilled from the
   teacher with `keras_ragkd.Distiller` on the per-token marginals (α = 0.5,
   T = 1 unless `--temperature` says otherwise; the
@@ -47,6 +48,7 @@ from keras_ragkd.data import country_questions
 from keras_ragkd.data import country_split
 from keras_ragkd.distillation import Distiller
 from keras_ragkd.distillation import TeacherCache
+from keras_ragkd.rag import GENERATOR_SIZES
 from keras_ragkd.rag import RagPreprocessor
 from keras_ragkd.rag import RagQuestionAnswerer
 from keras_ragkd.rag import RetrievalAugmentedGenerator
@@ -69,7 +71,8 @@ FULL = dict(teacher_seconds=1800, student_seconds=450, closed_book_seconds=450,
             eval_questions=0, latency_questions=50)
 QUICK = dict(teacher_seconds=60, student_seconds=30, closed_book_seconds=20,
              eval_questions=100, latency_questions=10)
-TEACHER_DOCS, STUDENT_DOCS = 4, 2
+TEACHER_DOCS, STUDENT_DOCS = 3, 2
+TEACHER_GENERATOR = dict(GENERATOR_SIZES["minilm"], reader_fine_tune_layers=1)
 HARD_LOSS = dict(from_logits=True, ignore_class=0)
 TEACHER_LEARNING_RATE = 1e-3
 ALPHA, TEMPERATURE, CACHE_TOP_K = 0.5, 1.0, 32
@@ -166,7 +169,7 @@ def closed_book_model(encoder, preprocessor, directory):
     empty = [{"id": "none", "title": "", "text": "."}]
     index = PassageIndex.build(empty, encoder, verbose=0)
     index.save(os.path.join(directory, "closed_book_index"))
-    generator = build_generator("minilm", preprocessor)
+    generator = build_generator(TEACHER_GENERATOR, preprocessor)
     rag = RetrievalAugmentedGenerator(
         encoder, make_passage_retriever(index, preprocessor, k=1), generator,
         n_docs=1, copy_from_question=True,
@@ -233,6 +236,7 @@ def main(argv=None):
     results = {
         "mode": args.mode,
         "budgets_seconds": {k: getattr(args, k) for k in FULL},
+        "teacher_generator": TEACHER_GENERATOR,
         "teacher_learning_rate": {"peak": TEACHER_LEARNING_RATE,
                                   "schedule": "cosine over the time budget"},
         "distillation": {"alpha": ALPHA, "temperature": args.temperature, "cache_top_k": CACHE_TOP_K},
@@ -266,7 +270,8 @@ def main(argv=None):
         write_json(results, stem + ".json")
 
     # Teacher.
-    teacher = build_rag_question_answerer(train_index, encoder, preprocessor, "minilm", n_docs=TEACHER_DOCS)
+    teacher = build_rag_question_answerer(train_index, encoder, preprocessor, TEACHER_GENERATOR,
+                                          n_docs=TEACHER_DOCS)
     teacher.compile(optimizer=keras.optimizers.Adam(TEACHER_LEARNING_RATE))
     # Adam with its learning rate annealed along a cosine over the time budget.
     teacher_budget = [TimeLimit(args.teacher_seconds),

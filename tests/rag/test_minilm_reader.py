@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_ragkd.rag import GENERATOR_SIZES
 from keras_ragkd.rag import CopyTransformerGenerator
 from keras_ragkd.rag import MiniLMReader
 from keras_ragkd.rag import RagPreprocessor
+from keras_ragkd.rag import build_generator
 from keras_ragkd.rag import build_rag_question_answerer
 from keras_ragkd.rag.minilm_reader import pack_left
 from keras_ragkd.retrieval import PassageIndex
@@ -56,9 +58,38 @@ def test_reader_is_frozen_by_default_and_can_be_fine_tuned(token_preprocessor, r
     assert restored.trainable is False and restored.backbone.trainable is False
 
 
+def test_reader_fine_tunes_only_its_top_layers(token_preprocessor):
+    tuned = MiniLMReader(token_preprocessor.vocabulary_ids, fine_tune_layers=2)
+    top = tuned.backbone.transformer_layers[-2:]
+    expected = [id(w) for layer in top for w in layer.trainable_weights]
+    assert tuned.trainable
+    assert sorted(id(w) for w in tuned.trainable_weights) == sorted(expected)
+    assert tuned.backbone.token_embedding.trainable_weights == []
+    source = token_preprocessor.tokenize_passages(["The capital of Peru is Lima."])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tuned((source, None), training=True)["sequence_output"])
+    gradients = tape.gradient(loss, tuned.trainable_weights)
+    assert all(g is not None and np.abs(g).max() > 0 for g in gradients)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(tuned))
+    assert restored.fine_tune_layers == 2
+    assert len(restored.trainable_weights) == len(tuned.trainable_weights)
+
+
 def test_reader_rejects_bad_vocabulary():
     with pytest.raises(ValueError, match="Received: vocabulary_ids="):
         MiniLMReader([])
+
+
+@pytest.mark.parametrize("fine_tune_layers", [-1, 7, 1.0, True])
+def test_reader_rejects_bad_fine_tune_layers(token_preprocessor, fine_tune_layers):
+    with pytest.raises(ValueError, match="Received: fine_tune_layers="):
+        MiniLMReader(token_preprocessor.vocabulary_ids, fine_tune_layers=fine_tune_layers)
+
+
+def test_reader_fine_tune_layers_needs_the_minilm_reader(token_preprocessor):
+    with pytest.raises(ValueError, match="Received: source_encoder=None"):
+        build_generator(dict(GENERATOR_SIZES["tiny"], reader_fine_tune_layers=1),
+                        token_preprocessor)
 
 
 def test_generator_on_the_reader_trains_only_its_own_layers(reader, token_preprocessor):
@@ -106,7 +137,8 @@ def test_generator_on_the_reader_keeps_each_source_tokens_identity(
 
 @pytest.mark.slow
 def test_minilm_reader_rag_model_fits_and_round_trips(kb, token_preprocessor, tmp_path):
-    """The `"minilm"` generator in a full RAG model: fit, generate, `.keras`."""
+    """A MiniLM-reader generator (top layer fine-tuned) in a full RAG model:
+    fit, generate, `.keras`."""
     passages, questions = kb
     encoder = load_minilm_encoder(sequence_length=24)
     encoder.trainable = False
@@ -119,8 +151,9 @@ def test_minilm_reader_rag_model_fits_and_round_trips(kb, token_preprocessor, tm
     keras.utils.set_random_seed(0)
     model = build_rag_question_answerer(
         index, encoder, preprocessor,
-        generator=dict(source_encoder="minilm", hidden_dim=32, num_encoder_layers=1,
-                       num_decoder_layers=1, num_heads=2, intermediate_dim=64),
+        generator=dict(source_encoder="minilm", reader_fine_tune_layers=1, hidden_dim=32,
+                       num_encoder_layers=1, num_decoder_layers=1, num_heads=2,
+                       intermediate_dim=64),
         n_docs=2,
     )
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
@@ -134,5 +167,8 @@ def test_minilm_reader_rag_model_fits_and_round_trips(kb, token_preprocessor, tm
     restored = keras.saving.load_model(path)
     x = next(iter(model.preprocess(["What is the capital of Peru?"], ["Lima"])))[0]
     np.testing.assert_allclose(restored(x).numpy(), model(x).numpy(), atol=1e-5)
-    assert restored.rag.generator.source_encoder.trainable is False
+    reader = model.rag.generator.source_encoder
+    top_layer = reader.backbone.transformer_layers[-1]
+    assert len(reader.trainable_weights) == len(top_layer.trainable_weights) > 0
+    assert restored.rag.generator.source_encoder.fine_tune_layers == 1
     assert len(restored.trainable_variables) == len(model.trainable_variables)
