@@ -29,7 +29,7 @@ Writes `benchmarks/results/rag_quality_bench.json` and `.png`
 
 Run: `python benchmarks/rag_quality_bench.py --quick` (tiny budgets, a smoke
 run of the whole pipeline: about 12 minutes on 2 cores, most of it indexing,
-tracing and the teacher cache) or without `--quick` (73 minutes measured: 30
+tracing and the teacher cache) or without `--quick` (71 minutes measured: 30
 minutes of teacher training).
 """
 
