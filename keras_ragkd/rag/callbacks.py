@@ -67,7 +67,7 @@ class TimeLimit(WallClockBudget):
     """
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.started is not None and self.spent() >= 1.0:
+        if self.spent() >= 1.0:
             self.model.stop_training = True
         super().on_train_batch_end(batch, logs)
 

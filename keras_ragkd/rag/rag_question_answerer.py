@@ -334,15 +334,15 @@ def build_generator(generator, preprocessor, dropout=0.1):
     if isinstance(generator, dict):
         generator = dict(generator)
         fine_tune_layers = generator.pop("reader_fine_tune_layers", 0)
-        if fine_tune_layers and generator.get("source_encoder") != "minilm":
+        if generator.get("source_encoder") == "minilm":
+            generator["source_encoder"] = MiniLMReader(
+                preprocessor.vocabulary_ids, fine_tune_layers=fine_tune_layers
+            )
+        elif fine_tune_layers:
             raise ValueError(
                 '`"reader_fine_tune_layers"` applies to `source_encoder="minilm"` '
                 "generators only. Received: "
                 f"source_encoder={generator.get('source_encoder')!r}"
-            )
-        if generator.get("source_encoder") == "minilm":
-            generator["source_encoder"] = MiniLMReader(
-                preprocessor.vocabulary_ids, fine_tune_layers=fine_tune_layers
             )
         generator = CopyTransformerGenerator(
             preprocessor.vocabulary_size,
