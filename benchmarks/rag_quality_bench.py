@@ -11,8 +11,8 @@ their facts in no training pair):
   a cosine learning-rate decay over its time budget, `TimeCosineDecay`), EM
   overall and per question type;
 - RAG student (`small` from-scratch generator, 2 passages) distilled from the
-  teacher with `keras_ragkd.Distiller` on the per-token marginals (α = 0.5,
-  T = 1 unless `--temperature` says otherwise; the
+  teacher with `keras_ragkd.Distiller` on the per-token marginals (α = 0.8,
+  T = 1 unless `--alpha` / `--temperature` say otherwise; the
   teacher runs once over the training set into a top-k `TeacherCache`), and
   the same student from the same initial weights trained without
   distillation for the same number of steps;
@@ -75,7 +75,7 @@ TEACHER_DOCS, STUDENT_DOCS = 3, 2
 TEACHER_GENERATOR = dict(GENERATOR_SIZES["minilm"], reader_fine_tune_layers=1)
 HARD_LOSS = dict(from_logits=True, ignore_class=0)
 TEACHER_LEARNING_RATE = 1e-3
-ALPHA, TEMPERATURE, CACHE_TOP_K = 0.5, 1.0, 32
+ALPHA, TEMPERATURE, CACHE_TOP_K = 0.8, 1.0, 32
 
 
 def parse_args(argv=None):
@@ -84,6 +84,8 @@ def parse_args(argv=None):
     for name in FULL:
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--alpha", type=float, default=ALPHA,
+                        help="weight of the hard-label loss in the distillation loss")
     parser.add_argument("--temperature", type=float, default=TEMPERATURE,
                         help="distillation temperature (the cache's too)")
     args = parser.parse_args(argv)
@@ -239,7 +241,7 @@ def main(argv=None):
         "teacher_generator": TEACHER_GENERATOR,
         "teacher_learning_rate": {"peak": TEACHER_LEARNING_RATE,
                                   "schedule": "cosine over the time budget"},
-        "distillation": {"alpha": ALPHA, "temperature": args.temperature, "cache_top_k": CACHE_TOP_K},
+        "distillation": {"alpha": args.alpha, "temperature": args.temperature, "cache_top_k": CACHE_TOP_K},
         "countries": {"train": len(train_countries), "test": len(test_countries)},
         "questions": {"train": len(train_questions), "test_scored": len(evaluation)},
         "retrieval_recall": {
@@ -291,7 +293,7 @@ def main(argv=None):
                                top_k=CACHE_TOP_K, temperature=args.temperature, verbose=0)
     cache_seconds = time.monotonic() - cache_started
     print(f"teacher cache: {cache.count} answers in {cache_seconds:.0f} s", flush=True)
-    distiller = Distiller(teacher, student, alpha=ALPHA, temperature=args.temperature, ignore_class=0)
+    distiller = Distiller(teacher, student, alpha=args.alpha, temperature=args.temperature, ignore_class=0)
     distiller.compile(optimizer=keras.optimizers.Adam(2e-3),
                       loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
     cached = cache.attach(fixed_order).shuffle(1000, seed=2, reshuffle_each_iteration=True)
