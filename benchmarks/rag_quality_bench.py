@@ -29,7 +29,7 @@ Writes `benchmarks/results/rag_quality_bench.json` and `.png`
 
 Run: `python benchmarks/rag_quality_bench.py --quick` (tiny budgets, a smoke
 run of the whole pipeline: about 12 minutes on 2 cores, most of it indexing,
-tracing and the teacher cache) or without `--quick` (71 minutes measured: 30
+tracing and the teacher cache) or without `--quick` (70–71 minutes measured: 30
 minutes of teacher training).
 """
 
@@ -80,7 +80,7 @@ ALPHA, TEMPERATURE, CACHE_TOP_K = 0.8, 1.0, 32
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small budgets (~9 min)")
+    parser.add_argument("--quick", action="store_true", help="small budgets (~12 min)")
     for name in FULL:
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
