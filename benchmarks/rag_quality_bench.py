@@ -13,9 +13,10 @@ their facts in no training pair):
 - RAG student (`small` from-scratch generator, 2 passages) distilled from the
   teacher with `keras_ragkd.Distiller` on the per-token marginals (α = 0.8,
   T = 1 unless `--alpha` / `--temperature` say otherwise; the
-  teacher runs once over the training set into a top-k `TeacherCache`), and
-  the same student from the same initial weights trained without
-  distillation for the same number of steps;
+  teacher runs once over the training set into a top-k `TeacherCache`; Adam
+  with a cosine decay over its time budget), and the same student from the
+  same initial weights trained without distillation for the same number of
+  steps (the same cosine decay over those steps);
 - a closed-book generator of the teacher's size (no retrieval);
 - RAG-Sequence vs RAG-Token (student size, same number of steps);
 - generation latency per question (batch of 1, greedy), generator sizes.
@@ -42,6 +43,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_ragkd.data import country_passages
 from keras_ragkd.data import country_questions
@@ -74,7 +76,7 @@ QUICK = dict(teacher_seconds=60, student_seconds=30, closed_book_seconds=20,
 TEACHER_DOCS, STUDENT_DOCS = 3, 2
 TEACHER_GENERATOR = dict(GENERATOR_SIZES["minilm"], reader_fine_tune_layers=1)
 HARD_LOSS = dict(from_logits=True, ignore_class=0)
-TEACHER_LEARNING_RATE = 1e-3
+TEACHER_LEARNING_RATE, STUDENT_LEARNING_RATE = 1e-3, 2e-3
 ALPHA, TEMPERATURE, CACHE_TOP_K = 0.8, 1.0, 32
 
 
@@ -209,12 +211,11 @@ def plot(results, path):
     save_figure(fig, path)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def run(args, workdir):
+    """Runs the benchmark, with `workdir` for indexes and the teacher cache."""
     keras.utils.set_random_seed(args.seed)
     started = time.monotonic()
     stem = os.path.join(RESULTS, "rag_quality_bench" + ("_quick" if args.quick else ""))
-    workdir = tempfile.mkdtemp(prefix="rag_bench_")
     encoder = load_minilm_encoder(sequence_length=32)
     encoder.trainable = False
 
@@ -241,6 +242,9 @@ def main(argv=None):
         "teacher_generator": TEACHER_GENERATOR,
         "teacher_learning_rate": {"peak": TEACHER_LEARNING_RATE,
                                   "schedule": "cosine over the time budget"},
+        "student_learning_rate": {"peak": STUDENT_LEARNING_RATE,
+                                  "schedule": "cosine over the distilled student's time budget "
+                                              "(its step count for the other students)"},
         "distillation": {"alpha": args.alpha, "temperature": args.temperature, "cache_top_k": CACHE_TOP_K},
         "countries": {"train": len(train_countries), "test": len(test_countries)},
         "questions": {"train": len(train_questions), "test_scored": len(evaluation)},
@@ -283,7 +287,9 @@ def main(argv=None):
 
     # Student, distilled from the teacher on the per-token marginals. The
     # teacher runs once over the (fixed-order) training set into a cache;
-    # batches are shuffled after the cache is attached.
+    # examples are reshuffled into new batches each epoch after the cache is
+    # attached, as the plain student's are. Adam with a cosine decay over the
+    # time budget, as the teacher's.
     keras.utils.set_random_seed(args.seed + 1)
     student = build_rag_question_answerer(train_index, encoder, preprocessor, "small", n_docs=STUDENT_DOCS)
     initial_student_weights = student.rag.generator.get_weights()
@@ -294,18 +300,26 @@ def main(argv=None):
     cache_seconds = time.monotonic() - cache_started
     print(f"teacher cache: {cache.count} answers in {cache_seconds:.0f} s", flush=True)
     distiller = Distiller(teacher, student, alpha=args.alpha, temperature=args.temperature, ignore_class=0)
-    distiller.compile(optimizer=keras.optimizers.Adam(2e-3),
+    distiller.compile(optimizer=keras.optimizers.Adam(STUDENT_LEARNING_RATE),
                       loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
-    cached = cache.attach(fixed_order).shuffle(1000, seed=2, reshuffle_each_iteration=True)
-    distilled_training = train(distiller, cached, [TimeLimit(args.student_seconds)],
-                               curve_key="student_loss")
+    cached = cache.attach(fixed_order).unbatch().shuffle(
+        len(train_questions), seed=2, reshuffle_each_iteration=True).batch(32)
+    cached = cached.apply(tf.data.experimental.assert_cardinality(len(fixed_order)))
+    student_budget = [TimeLimit(args.student_seconds),
+                      TimeCosineDecay(STUDENT_LEARNING_RATE, args.student_seconds)]
+    distilled_training = train(distiller, cached, student_budget, curve_key="student_loss")
     distilled_training["teacher_cache_seconds"] = cache_seconds
     record("rag_student_distilled", student.with_index(index), distilled_training)
 
-    # The same student from the same initial weights, no distillation, same steps.
+    # The same student from the same initial weights, no distillation, same
+    # steps, the same cosine decay over those steps.
+    def student_optimizer():
+        return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+            STUDENT_LEARNING_RATE, decay_steps=distilled_training["steps"]))
+
     plain = build_rag_question_answerer(train_index, encoder, preprocessor, "small", n_docs=STUDENT_DOCS)
     plain.rag.generator.set_weights(initial_student_weights)
-    plain.compile(optimizer=keras.optimizers.Adam(2e-3),
+    plain.compile(optimizer=student_optimizer(),
                   loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
     plain_training = train(plain, dataset(plain, train_questions, 2),
                            [StepLimit(distilled_training["steps"])])
@@ -316,7 +330,7 @@ def main(argv=None):
     sequence = build_rag_question_answerer(train_index, encoder, preprocessor, "small",
                                            n_docs=STUDENT_DOCS, marginalization="sequence")
     sequence.rag.generator.set_weights(initial_student_weights)
-    sequence.compile(optimizer=keras.optimizers.Adam(2e-3))
+    sequence.compile(optimizer=student_optimizer())
     sequence_training = train(sequence, dataset(sequence, train_questions, 2),
                               [StepLimit(distilled_training["steps"])])
     record("rag_sequence_student", sequence.with_index(index), sequence_training)
@@ -347,6 +361,12 @@ def main(argv=None):
     plot(results, stem + ".png")
     print(f"wrote {stem}.json and .png in {results['total_seconds']:.0f} s")
     return results
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="rag_bench_") as workdir:
+        return run(args, workdir)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 A generator trained on true facts can memorise them instead of reading the
 retrieved passage, and then fails on entities whose facts it never saw. Here a
-share of the training passages is replaced by another entity's passage of the
-same kind with the entity names exchanged ("The capital of France is Lima."),
-and the questions about them get the changed answers, so the only way to
-answer is to read (copy from) the passage.
+share of the training passages trade facts with other entities' passages of
+the same kind, the entity names exchanged ("The capital of France is Lima.",
+"The capital of Peru is Paris."), and the questions about them get the changed
+answers, so the only way to answer is to read (copy from) the passage.
 """
 
 import re
@@ -17,20 +17,77 @@ def _group(passage_id):
     return passage_id.rsplit("/", 1)[-1]
 
 
+def _as_word(name):
+    """A pattern matching `name` not inside a longer word."""
+    return rf"(?<!\w){re.escape(name)}(?!\w)"
+
+
 def _rename(text, old, new):
-    return re.sub(rf"\b{re.escape(old)}\b", new, text)
+    return re.sub(_as_word(old), lambda match: new, text)
+
+
+def _renames_cleanly(passage, questions):
+    """Whether the passage's title can be renamed without touching a fact.
+
+    It cannot when the title is part of a fact ("Mexico City" for Mexico;
+    "Singapore", the capital of Singapore) or of a longer name in the text
+    ("South Sudan" for Sudan, "Guinea-Bissau" for Guinea). An answer that is
+    the entity itself ("Lima is the capital of which country?") renames.
+    """
+    name = _as_word(passage["title"])
+
+    def mentions(text):
+        return re.search(name, text) is not None
+
+    if not mentions(passage["text"]):
+        return False
+    if any(
+        mentions(q["answer"]) and (q["answer"] != passage["title"] or mentions(q["question"]))
+        for q in questions
+    ):
+        return False
+    inside_longer_name = rf"(\b[A-Z][\w']*[ -]|-){name}|{name}(-| [A-Z])"
+    return not any(
+        re.search(inside_longer_name, text)
+        for text in [passage["text"]] + [q["question"] for q in questions]
+    )
+
+
+def _rotations(passages, questions_of, entities, fraction, rng):
+    """Maps a chosen passage id to the id of the passage whose facts it takes.
+
+    Per fact group, `round(fraction * n)` of the `n` passages that rename
+    cleanly are drawn and their facts rotated along one cycle, so each of
+    those facts still sits in exactly one training passage.
+    """
+    eligible = {}
+    for passage in passages:
+        if passage["title"] in entities and _renames_cleanly(
+            passage, questions_of.get(passage["id"], [])
+        ):
+            eligible.setdefault(_group(passage["id"]), []).append(passage["id"])
+    donor_of = {}
+    for group in sorted(eligible):
+        ids = eligible[group]
+        chosen = [ids[i] for i in rng.permutation(len(ids))[: int(round(fraction * len(ids)))]]
+        if len(chosen) > 1:
+            donor_of.update(zip(chosen, chosen[1:] + chosen[:1]))
+    return donor_of
 
 
 def counterfactual_augment(passages, questions, entities, fraction=0.5, seed=0):
     """Swaps the facts of a random share of the `entities`' passages.
 
-    Each chosen passage (entity `C`, fact group `g`, from its id
-    `"<slug>/<g>"`) takes the text of a donor passage of the same group whose
-    title is another entity `D` of `entities`, with `D` renamed to `C`; the
-    questions about the passage become the donor's questions with the same
-    renaming (e.g. `"Lima is the capital of which country?"` → `"France"`).
-    Donors come from `entities` only, so no other (e.g. held-out) entity's
-    facts enter the training data.
+    Per fact group (from the passage id `"<slug>/<group>"`), a random
+    `fraction` of the `entities`' passages trade facts along a cycle: passage
+    `C` takes the text of passage `D` with the entity name `D` renamed to `C`,
+    and `D`'s questions, renamed the same way, become `C`'s (e.g. `"Lima is
+    the capital of which country?"` → `"France"`). A rotation, not a draw
+    with replacement, so no fact is left in two training passages and every
+    changed question keeps a single answer. Passages whose entity name is
+    part of a fact or of a longer name ("Mexico City", "South Sudan") keep
+    their true facts, so renaming never invents one. Only `entities` trade
+    facts: no other (e.g. held-out) entity's facts enter the training data.
 
     Args:
         passages: list of dicts `{"id", "title", "text"}`; titles are the
@@ -38,7 +95,8 @@ def counterfactual_augment(passages, questions, entities, fraction=0.5, seed=0):
         questions: list of dicts with `"question"`, `"answer"`,
             `"passage_id"` (and optionally `"country"`).
         entities: names (passage titles) whose passages may be changed.
-        fraction: float in [0, 1], share of their passages changed.
+        fraction: float in [0, 1], share of their (cleanly renamable)
+            passages changed in each fact group.
         seed: int.
 
     Returns:
@@ -57,36 +115,29 @@ def counterfactual_augment(passages, questions, entities, fraction=0.5, seed=0):
     ... ]
     >>> new_passages, new_questions = counterfactual_augment(
     ...     passages, questions, ["Aland", "Boland"], fraction=1.0)
-    >>> new_passages[0]["text"], new_questions[0]["answer"]
-    ('The capital of Aland is Bo.', 'Bo')
+    >>> [p["text"] for p in new_passages]
+    ['The capital of Aland is Bo.', 'The capital of Boland is Ax.']
+    >>> [q["answer"] for q in new_questions]
+    ['Bo', 'Ax']
     """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(
             f"`fraction` must be a float in [0, 1]. Received: fraction={fraction}"
         )
     entities = set(entities)
-    rng = np.random.RandomState(seed)
     by_id = {p["id"]: p for p in passages}
     questions_of = {}
     for question in questions:
         questions_of.setdefault(question["passage_id"], []).append(question)
-    donors = {}
-    for passage in passages:
-        if passage["title"] in entities:
-            donors.setdefault(_group(passage["id"]), []).append(passage["id"])
+    donor_of = _rotations(passages, questions_of, entities, fraction, np.random.RandomState(seed))
     new_passages, new_questions = [], []
     for passage in passages:
-        if passage["title"] not in entities:
+        if passage["id"] not in donor_of:
             new_passages.append(passage)
+            if passage["title"] in entities:
+                new_questions.extend(questions_of.get(passage["id"], []))
             continue
-        candidates = [
-            i for i in donors[_group(passage["id"])] if by_id[i]["title"] != passage["title"]
-        ]
-        if not candidates or rng.rand() >= fraction:
-            new_passages.append(passage)
-            new_questions.extend(questions_of.get(passage["id"], []))
-            continue
-        donor = by_id[candidates[rng.randint(len(candidates))]]
+        donor = by_id[donor_of[passage["id"]]]
         old, new = donor["title"], passage["title"]
         new_passages.append(dict(passage, text=_rename(donor["text"], old, new)))
         for question in questions_of.get(donor["id"], []):

@@ -1,3 +1,5 @@
+import collections
+
 import pytest
 
 from keras_ragkd.data import country_passages
@@ -25,13 +27,63 @@ def test_counterfactual_passages_carry_the_changed_answers():
     changed_questions = [q for q in new_questions if q["passage_id"] in changed]
     assert changed_questions
     assert sum((q["question"], q["answer"]) not in original_answers for q in changed_questions) > 0.8 * len(changed_questions)
-    # Held-out countries' facts never leak into training passages.
-    test_capitals = {p["text"].split(" is ")[-1] for p in passages if p["title"] in test and p["id"].endswith("/capital")}
+    # Held-out countries' facts never leak into training passages (a capital
+    # both a training and a held-out country name, e.g. Naypyidaw, may move).
+    def capitals(titles):
+        return {p["text"].split(" is ")[-1] for p in passages if p["title"] in titles and p["id"].endswith("/capital")}
+
+    held_out_only = capitals(test) - capitals(train)
+    assert held_out_only
     assert not any(
-        p["text"].split(" is ")[-1] in test_capitals
+        p["text"].split(" is ")[-1] in held_out_only
         for p in new_passages
         if p["id"] in changed and p["id"].endswith("/capital")
     )
+
+
+def test_changed_facts_keep_a_single_answer():
+    train, _ = country_split()
+    passages = country_passages()
+    new_passages, new_questions = counterfactual_augment(
+        passages, country_questions("train"), train, 0.5, seed=1
+    )
+    # Facts rotate: every training capital is named by one capital passage,
+    # so "X is the capital of which country?" has one answer.
+    capitals = collections.Counter(
+        p["text"] for p in new_passages if p["id"].endswith("/capital")
+    )
+    named = collections.Counter(text.split(" is ", 1)[1] for text in capitals)
+    original = collections.Counter(
+        p["text"].split(" is ", 1)[1] for p in passages if p["id"].endswith("/capital")
+    )
+    assert named == original
+    text_of = {p["id"]: p["text"] for p in new_passages}
+    for question in new_questions:
+        if question["type"] == "country_of_capital":
+            assert question["answer"] in text_of[question["passage_id"]]
+
+
+def test_names_inside_facts_are_never_renamed():
+    passages = [
+        {"id": "mx/capital", "title": "Mexico", "text": "The capital of Mexico is Mexico City."},
+        {"id": "pe/capital", "title": "Peru", "text": "The capital of Peru is Lima."},
+        {"id": "fr/capital", "title": "France", "text": "The capital of France is Paris."},
+        {"id": "sd/location", "title": "Sudan", "text": "Sudan borders South Sudan."},
+        {"id": "td/location", "title": "Chad", "text": "Chad borders Libya."},
+    ]
+    questions = [
+        {"question": f"What is the capital of {p['title']}?", "answer": p["text"][:-1].split(" is ")[1],
+         "passage_id": p["id"]}
+        for p in passages[:3]
+    ]
+    new_passages, new_questions = counterfactual_augment(
+        passages, questions, ["Mexico", "Peru", "France", "Sudan", "Chad"], fraction=1.0
+    )
+    texts = [p["text"] for p in new_passages]
+    assert texts[0] == "The capital of Mexico is Mexico City."
+    assert sorted(texts[1:3]) == ["The capital of France is Lima.", "The capital of Peru is Paris."]
+    assert texts[3:] == ["Sudan borders South Sudan.", "Chad borders Libya."]
+    assert {q["answer"] for q in new_questions} == {"Mexico City", "Lima", "Paris"}
 
 
 def test_fraction_is_validated():
