@@ -30,7 +30,11 @@ def test_counterfactual_passages_carry_the_changed_answers():
     # Held-out countries' facts never leak into training passages (a capital
     # both a training and a held-out country name, e.g. Naypyidaw, may move).
     def capitals(titles):
-        return {p["text"].split(" is ")[-1] for p in passages if p["title"] in titles and p["id"].endswith("/capital")}
+        return {
+            p["text"].split(" is ")[-1]
+            for p in passages
+            if p["title"] in titles and p["id"].endswith("/capital")
+        }
 
     held_out_only = capitals(test) - capitals(train)
     assert held_out_only
@@ -49,14 +53,13 @@ def test_changed_facts_keep_a_single_answer():
     )
     # Facts rotate: every training capital is named by one capital passage,
     # so "X is the capital of which country?" has one answer.
-    capitals = collections.Counter(
-        p["text"] for p in new_passages if p["id"].endswith("/capital")
-    )
-    named = collections.Counter(text.split(" is ", 1)[1] for text in capitals)
-    original = collections.Counter(
-        p["text"].split(" is ", 1)[1] for p in passages if p["id"].endswith("/capital")
-    )
-    assert named == original
+    def capitals_named(passages):
+        return collections.Counter(
+            p["text"].split(" is ", 1)[1] for p in passages if p["id"].endswith("/capital")
+        )
+
+    assert capitals_named(new_passages) == capitals_named(passages)
+    assert new_passages != passages
     text_of = {p["id"]: p["text"] for p in new_passages}
     for question in new_questions:
         if question["type"] == "country_of_capital":
@@ -72,8 +75,11 @@ def test_names_inside_facts_are_never_renamed():
         {"id": "td/location", "title": "Chad", "text": "Chad borders Libya."},
     ]
     questions = [
-        {"question": f"What is the capital of {p['title']}?", "answer": p["text"][:-1].split(" is ")[1],
-         "passage_id": p["id"]}
+        {
+            "question": f"What is the capital of {p['title']}?",
+            "answer": p["text"][:-1].split(" is ")[1],
+            "passage_id": p["id"],
+        }
         for p in passages[:3]
     ]
     new_passages, new_questions = counterfactual_augment(
