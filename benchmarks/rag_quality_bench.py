@@ -76,6 +76,7 @@ QUICK = dict(teacher_seconds=60, student_seconds=30, closed_book_seconds=20,
 TEACHER_DOCS, STUDENT_DOCS = 3, 2
 TEACHER_GENERATOR = dict(GENERATOR_SIZES["minilm"], reader_fine_tune_layers=1)
 HARD_LOSS = dict(from_logits=True, ignore_class=0)
+BATCH_SIZE = 32
 TEACHER_LEARNING_RATE, STUDENT_LEARNING_RATE = 1e-3, 2e-3
 ALPHA, TEMPERATURE, CACHE_TOP_K = 0.8, 1.0, 32
 
@@ -259,7 +260,7 @@ def run(args, workdir):
 
     def dataset(model, questions, seed=None):
         return model.preprocess([q["question"] for q in questions], [q["answer"] for q in questions],
-                                batch_size=32, shuffle=seed is not None, seed=seed)
+                                batch_size=BATCH_SIZE, shuffle=seed is not None, seed=seed)
 
     def record(name, model, training, marginalization=None, timed=True):
         entry = evaluate(model, evaluation, marginalization)
@@ -303,7 +304,7 @@ def run(args, workdir):
     distiller.compile(optimizer=keras.optimizers.Adam(STUDENT_LEARNING_RATE),
                       loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
     cached = cache.attach(fixed_order).unbatch().shuffle(
-        len(train_questions), seed=2, reshuffle_each_iteration=True).batch(32)
+        len(train_questions), seed=2, reshuffle_each_iteration=True).batch(BATCH_SIZE)
     cached = cached.apply(tf.data.experimental.assert_cardinality(len(fixed_order)))
     student_budget = [TimeLimit(args.student_seconds),
                       TimeCosineDecay(STUDENT_LEARNING_RATE, args.student_seconds)]

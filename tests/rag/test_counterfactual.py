@@ -8,6 +8,13 @@ from keras_ragkd.data import country_split
 from keras_ragkd.rag import counterfactual_augment
 
 
+def capitals_named(passages):
+    """The capital names that the capital passages state, with repeats."""
+    return collections.Counter(
+        p["text"].rstrip(".").split(" is ", 1)[1] for p in passages if p["id"].endswith("/capital")
+    )
+
+
 def test_counterfactual_passages_carry_the_changed_answers():
     train, test = country_split()
     passages = country_passages()
@@ -30,19 +37,11 @@ def test_counterfactual_passages_carry_the_changed_answers():
     # Held-out countries' facts never leak into training passages (a capital
     # both a training and a held-out country name, e.g. Naypyidaw, may move).
     def capitals(titles):
-        return {
-            p["text"].split(" is ")[-1]
-            for p in passages
-            if p["title"] in titles and p["id"].endswith("/capital")
-        }
+        return set(capitals_named(p for p in passages if p["title"] in titles))
 
     held_out_only = capitals(test) - capitals(train)
     assert held_out_only
-    assert not any(
-        p["text"].split(" is ")[-1] in held_out_only
-        for p in new_passages
-        if p["id"] in changed and p["id"].endswith("/capital")
-    )
+    assert not set(capitals_named(p for p in new_passages if p["id"] in changed)) & held_out_only
 
 
 def test_changed_facts_keep_a_single_answer():
@@ -53,11 +52,6 @@ def test_changed_facts_keep_a_single_answer():
     )
     # Facts rotate: every training capital is named by one capital passage,
     # so "X is the capital of which country?" has one answer.
-    def capitals_named(passages):
-        return collections.Counter(
-            p["text"].split(" is ", 1)[1] for p in passages if p["id"].endswith("/capital")
-        )
-
     assert capitals_named(new_passages) == capitals_named(passages)
     assert new_passages != passages
     text_of = {p["id"]: p["text"] for p in new_passages}
