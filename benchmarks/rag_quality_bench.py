@@ -10,13 +10,14 @@ their facts in no training pair):
   passage, a trained copy decoder answers; 3 passages, RAG-Token; Adam with
   a cosine learning-rate decay over its time budget, `TimeCosineDecay`), EM
   overall and per question type;
-- RAG student (`small` from-scratch generator, 2 passages) distilled from the
-  teacher with `keras_ragkd.Distiller` on the per-token marginals (α = 0.8,
-  T = 1 unless `--alpha` / `--temperature` say otherwise; the
-  teacher runs once over the training set into a top-k `TeacherCache`; Adam
-  with a cosine decay over its time budget), and the same student from the
+- RAG students (`small` from-scratch generator, 2 passages) distilled from
+  the teacher with `keras_ragkd.Distiller` on the per-token marginals (α =
+  0.8, T = 1 unless `--alpha` / `--temperature` say otherwise; the teacher
+  runs once over the training set into a top-k `TeacherCache`; Adam with a
+  cosine decay over its time budget), each next to the same student from the
   same initial weights trained without distillation for the same number of
-  steps (the same cosine decay over those steps);
+  steps (the same cosine decay over those steps): one such pair per seed
+  (`--student-seeds`, 2 by default), the EM difference averaged over them;
 - a closed-book generator of the teacher's size (no retrieval);
 - RAG-Sequence vs RAG-Token (student size, same number of steps);
 - generation latency per question (batch of 1, greedy), generator sizes.
@@ -29,7 +30,7 @@ Writes `benchmarks/results/rag_quality_bench.json` and `.png`
 `--teacher-seconds 600`.
 
 Run: `python benchmarks/rag_quality_bench.py --quick` (tiny budgets, a smoke
-run of the whole pipeline: about 12 minutes on 2 cores, most of it indexing,
+run of the whole pipeline: about 13 minutes on 2 cores, most of it indexing,
 tracing and the teacher cache) or without `--quick` (70–71 minutes measured: 30
 minutes of teacher training).
 """
@@ -79,14 +80,17 @@ HARD_LOSS = dict(from_logits=True, ignore_class=0)
 BATCH_SIZE = 32
 TEACHER_LEARNING_RATE, STUDENT_LEARNING_RATE = 1e-3, 2e-3
 ALPHA, TEMPERATURE, CACHE_TOP_K = 0.8, 1.0, 32
+STUDENT_SEEDS = 2
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small budgets (~12 min)")
+    parser.add_argument("--quick", action="store_true", help="small budgets (~13 min)")
     for name in FULL:
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--student-seeds", type=int, default=STUDENT_SEEDS,
+                        help="pairs of distilled and plain students, one per seed")
     parser.add_argument("--alpha", type=float, default=ALPHA,
                         help="weight of the hard-label loss in the distillation loss")
     parser.add_argument("--temperature", type=float, default=TEMPERATURE,
@@ -99,6 +103,8 @@ def parse_args(argv=None):
             setattr(args, name, value)
         elif getattr(args, name) != value:
             args.mode = "custom"
+    if (args.alpha, args.temperature, args.student_seeds) != (ALPHA, TEMPERATURE, STUDENT_SEEDS):
+        args.mode = "custom"
     return args
 
 
@@ -246,6 +252,7 @@ def run(args, workdir):
         "student_learning_rate": {"peak": STUDENT_LEARNING_RATE,
                                   "schedule": "cosine over the distilled student's time budget "
                                               "(its step count for the other students)"},
+        "student_seeds": args.student_seeds,
         "distillation": {"alpha": args.alpha, "temperature": args.temperature, "cache_top_k": CACHE_TOP_K},
         "countries": {"train": len(train_countries), "test": len(test_countries)},
         "questions": {"train": len(train_questions), "test_scored": len(evaluation)},
@@ -255,6 +262,7 @@ def run(args, workdir):
         },
         "models": {},
     }
+    models = results["models"]
     print(f"recall@{TEACHER_DOCS} {results['retrieval_recall'][f'at_{TEACHER_DOCS}']:.3f}  "
           f"recall@{STUDENT_DOCS} {results['retrieval_recall'][f'at_{STUDENT_DOCS}']:.3f}", flush=True)
 
@@ -286,54 +294,71 @@ def run(args, workdir):
     teacher_training = train(teacher, dataset(teacher, train_questions, 1), teacher_budget)
     record("rag_teacher", teacher.with_index(index), teacher_training)
 
-    # Student, distilled from the teacher on the per-token marginals. The
-    # teacher runs once over the (fixed-order) training set into a cache;
-    # examples are reshuffled into new batches each epoch after the cache is
-    # attached, as the plain student's are. Adam with a cosine decay over the
-    # time budget, as the teacher's.
-    keras.utils.set_random_seed(args.seed + 1)
-    student = build_rag_question_answerer(train_index, encoder, preprocessor, "small", n_docs=STUDENT_DOCS)
-    initial_student_weights = student.rag.generator.get_weights()
-    fixed_order = dataset(student, train_questions)
+    def student_optimizer(steps):
+        return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+            STUDENT_LEARNING_RATE, decay_steps=steps))
+
+    # The teacher runs once over the (fixed-order) training set into a cache,
+    # so the distiller never runs it.
+    fixed_order = dataset(teacher, train_questions)
     cache_started = time.monotonic()
     cache = TeacherCache.build(teacher, fixed_order, os.path.join(workdir, "teacher_cache"),
                                top_k=CACHE_TOP_K, temperature=args.temperature, verbose=0)
     cache_seconds = time.monotonic() - cache_started
     print(f"teacher cache: {cache.count} answers in {cache_seconds:.0f} s", flush=True)
-    distiller = Distiller(teacher, student, alpha=args.alpha, temperature=args.temperature, ignore_class=0)
-    distiller.compile(optimizer=keras.optimizers.Adam(STUDENT_LEARNING_RATE),
+
+    # Pairs of students, one pair per seed: one distilled from the teacher's
+    # cache on the per-token marginals, one from the same initial weights
+    # trained on the answers alone for the same number of steps. Examples are
+    # reshuffled into new batches each epoch (the cached ones after the cache
+    # is attached); Adam with a cosine decay over the distilled student's time
+    # budget, and over its step count for the plain one.
+    pairs = []
+    for offset in range(int(args.student_seeds)):
+        seed = args.seed + 1 + offset
+        keras.utils.set_random_seed(seed)
+        student = build_rag_question_answerer(train_index, encoder, preprocessor, "small",
+                                              n_docs=STUDENT_DOCS)
+        initial_weights = student.rag.generator.get_weights()
+        distiller = Distiller(None, student, alpha=args.alpha, temperature=args.temperature,
+                              ignore_class=0)
+        distiller.compile(optimizer=keras.optimizers.Adam(STUDENT_LEARNING_RATE),
+                          loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
+        cached = cache.attach(fixed_order).unbatch().shuffle(
+            len(train_questions), seed=seed, reshuffle_each_iteration=True).batch(BATCH_SIZE)
+        cached = cached.apply(tf.data.experimental.assert_cardinality(len(fixed_order)))
+        student_budget = [TimeLimit(args.student_seconds),
+                          TimeCosineDecay(STUDENT_LEARNING_RATE, args.student_seconds)]
+        suffix = "" if offset == 0 else f"_seed{seed}"
+        distilled_training = train(distiller, cached, student_budget, curve_key="student_loss")
+        distilled_training["teacher_cache_seconds"] = cache_seconds
+        steps = distilled_training["steps"]
+        record("rag_student_distilled" + suffix, student.with_index(index), distilled_training,
+               timed=offset == 0)
+
+        plain = build_rag_question_answerer(train_index, encoder, preprocessor, "small",
+                                            n_docs=STUDENT_DOCS)
+        plain.rag.generator.set_weights(initial_weights)
+        plain.compile(optimizer=student_optimizer(steps),
                       loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
-    cached = cache.attach(fixed_order).unbatch().shuffle(
-        len(train_questions), seed=2, reshuffle_each_iteration=True).batch(BATCH_SIZE)
-    cached = cached.apply(tf.data.experimental.assert_cardinality(len(fixed_order)))
-    student_budget = [TimeLimit(args.student_seconds),
-                      TimeCosineDecay(STUDENT_LEARNING_RATE, args.student_seconds)]
-    distilled_training = train(distiller, cached, student_budget, curve_key="student_loss")
-    distilled_training["teacher_cache_seconds"] = cache_seconds
-    record("rag_student_distilled", student.with_index(index), distilled_training)
-
-    # The same student from the same initial weights, no distillation, same
-    # steps, the same cosine decay over those steps.
-    def student_optimizer():
-        return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-            STUDENT_LEARNING_RATE, decay_steps=distilled_training["steps"]))
-
-    plain = build_rag_question_answerer(train_index, encoder, preprocessor, "small", n_docs=STUDENT_DOCS)
-    plain.rag.generator.set_weights(initial_student_weights)
-    plain.compile(optimizer=student_optimizer(),
-                  loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
-    plain_training = train(plain, dataset(plain, train_questions, 2),
-                           [StepLimit(distilled_training["steps"])])
-    record("rag_student_plain", plain.with_index(index), plain_training)
+        plain_training = train(plain, dataset(plain, train_questions, seed), [StepLimit(steps)])
+        record("rag_student_plain" + suffix, plain.with_index(index), plain_training,
+               timed=offset == 0)
+        pairs.append({"seed": seed, "steps": steps,
+                      "distilled": models["rag_student_distilled" + suffix]["exact_match"],
+                      "plain": models["rag_student_plain" + suffix]["exact_match"]})
+        if offset == 0:
+            first_initial_weights, first_steps = initial_weights, steps
+    results["student_pairs"] = pairs
 
     # RAG-Sequence at the student's size, same steps.
     keras.utils.set_random_seed(args.seed + 1)
     sequence = build_rag_question_answerer(train_index, encoder, preprocessor, "small",
                                            n_docs=STUDENT_DOCS, marginalization="sequence")
-    sequence.rag.generator.set_weights(initial_student_weights)
-    sequence.compile(optimizer=student_optimizer())
-    sequence_training = train(sequence, dataset(sequence, train_questions, 2),
-                              [StepLimit(distilled_training["steps"])])
+    sequence.rag.generator.set_weights(first_initial_weights)
+    sequence.compile(optimizer=student_optimizer(first_steps))
+    sequence_training = train(sequence, dataset(sequence, train_questions, args.seed + 1),
+                              [StepLimit(first_steps)])
     record("rag_sequence_student", sequence.with_index(index), sequence_training)
 
     # Closed book, teacher size, trained on the true training facts.
@@ -343,18 +368,22 @@ def run(args, workdir):
                             [TimeLimit(args.closed_book_seconds)])
     record("closed_book", closed, closed_training, timed=False)
 
-    models = results["models"]
     teacher_em = models["rag_teacher"]["exact_match"]
+    distilled_em = float(np.mean([pair["distilled"] for pair in pairs]))
+    differences = [pair["distilled"] - pair["plain"] for pair in pairs]
     results["ratios"] = {
-        "student_em_over_teacher_em": models["rag_student_distilled"]["exact_match"] / max(teacher_em, 1e-9),
+        "student_em_over_teacher_em": distilled_em / max(teacher_em, 1e-9),
         "student_params_over_teacher_params": models["rag_student_distilled"]["generator_parameters"]
         / models["rag_teacher"]["generator_parameters"],
         "student_latency_over_teacher_latency": models["rag_student_distilled"]["latency_seconds"]
         / models["rag_teacher"]["latency_seconds"],
-        "distilled_em_minus_plain_em": models["rag_student_distilled"]["exact_match"]
-        - models["rag_student_plain"]["exact_match"],
+        "distilled_em_minus_plain_em": float(np.mean(differences)),
         "sequence_em_minus_token_em": models["rag_sequence_student"]["exact_match"]
         - models["rag_student_plain"]["exact_match"],
+    }
+    results["student_pairs_mean"] = {
+        "distilled": distilled_em, "plain": float(np.mean([pair["plain"] for pair in pairs])),
+        "distilled_minus_plain": float(np.mean(differences)),
     }
     results["total_seconds"] = time.monotonic() - started
     print(json.dumps({k: round(v, 3) for k, v in results["ratios"].items()}, indent=2))
