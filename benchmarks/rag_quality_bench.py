@@ -96,6 +96,8 @@ def parse_args(argv=None):
     parser.add_argument("--temperature", type=float, default=TEMPERATURE,
                         help="distillation temperature (the cache's too)")
     args = parser.parse_args(argv)
+    if args.student_seeds < 1:
+        parser.error(f"--student-seeds must be at least 1. Received: student_seeds={args.student_seeds}")
     defaults = QUICK if args.quick else FULL
     args.mode = "quick" if args.quick else "full"
     for name, value in defaults.items():
@@ -314,7 +316,7 @@ def run(args, workdir):
     # is attached); Adam with a cosine decay over the distilled student's time
     # budget, and over its step count for the plain one.
     pairs = []
-    for offset in range(int(args.student_seeds)):
+    for offset in range(args.student_seeds):
         seed = args.seed + 1 + offset
         keras.utils.set_random_seed(seed)
         student = build_rag_question_answerer(train_index, encoder, preprocessor, "small",
