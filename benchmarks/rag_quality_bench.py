@@ -279,7 +279,7 @@ def run(args, workdir):
         entry["training"] = training
         if timed:
             entry["latency_seconds"] = latency(model, timing, marginalization)
-        results["models"][name] = entry
+        models[name] = entry
         print(f"{name:>22}: EM {entry['exact_match']:.3f}  F1 {entry['token_f1']:.3f}  "
               f"params {entry['generator_parameters']:,}  steps {training['steps']}  "
               f"{'latency %.1f ms' % (1000 * entry['latency_seconds']) if timed else ''}  "
@@ -372,20 +372,20 @@ def run(args, workdir):
 
     teacher_em = models["rag_teacher"]["exact_match"]
     distilled_em = float(np.mean([pair["distilled"] for pair in pairs]))
-    differences = [pair["distilled"] - pair["plain"] for pair in pairs]
+    mean_difference = float(np.mean([pair["distilled"] - pair["plain"] for pair in pairs]))
     results["ratios"] = {
         "student_em_over_teacher_em": distilled_em / max(teacher_em, 1e-9),
         "student_params_over_teacher_params": models["rag_student_distilled"]["generator_parameters"]
         / models["rag_teacher"]["generator_parameters"],
         "student_latency_over_teacher_latency": models["rag_student_distilled"]["latency_seconds"]
         / models["rag_teacher"]["latency_seconds"],
-        "distilled_em_minus_plain_em": float(np.mean(differences)),
+        "distilled_em_minus_plain_em": mean_difference,
         "sequence_em_minus_token_em": models["rag_sequence_student"]["exact_match"]
         - models["rag_student_plain"]["exact_match"],
     }
     results["student_pairs_mean"] = {
         "distilled": distilled_em, "plain": float(np.mean([pair["plain"] for pair in pairs])),
-        "distilled_minus_plain": float(np.mean(differences)),
+        "distilled_minus_plain": mean_difference,
     }
     results["total_seconds"] = time.monotonic() - started
     print(json.dumps({k: round(v, 3) for k, v in results["ratios"].items()}, indent=2))
