@@ -14,10 +14,13 @@ their facts in no training pair):
   the teacher with `keras_ragkd.Distiller` on the per-token marginals (α =
   0.8, T = 1 unless `--alpha` / `--temperature` say otherwise; the teacher
   runs once over the training set into a top-k `TeacherCache`; Adam with a
-  cosine decay over its time budget), each next to the same student from the
-  same initial weights trained without distillation for the same number of
-  steps (the same cosine decay over those steps): one such pair per seed
-  (`--student-seeds`, 2 by default), the EM difference averaged over them;
+  cosine decay over its time budget) with the teacher's mistakes on the
+  training answers masked out of the soft loss (`mask_teacher_errors=True`),
+  each next to the same student from the same initial weights distilled
+  without that mask (ablation) and trained without distillation, both for
+  the same number of steps (the same cosine decay over those steps): one such
+  group per seed (`--student-seeds`, 2 by default), the EM differences
+  averaged over them;
 - a closed-book generator of the teacher's size (no retrieval);
 - RAG-Sequence vs RAG-Token (student size, same number of steps);
 - generation latency per question (batch of 1, greedy), generator sizes.
@@ -197,12 +200,14 @@ def plot(results, path):
     import matplotlib.pyplot as plt
 
     names = list(results["models"])
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.5))
     ems = [results["models"][n]["exact_match"] for n in names]
     axes[0].bar(names, ems, color="tab:blue")
     axes[0].set_title("Exact match, held-out countries")
     axes[0].set_ylim(0, 1)
-    axes[0].tick_params(axis="x", rotation=30)
+    axes[0].tick_params(axis="x", rotation=45, labelsize=8)
+    for label in axes[0].get_xticklabels():
+        label.set_horizontalalignment("right")
     timed = [n for n in names if "latency_seconds" in results["models"][n]]
     axes[1].bar(timed, [1000 * results["models"][n]["latency_seconds"] for n in timed],
                 color="tab:orange")
@@ -255,7 +260,8 @@ def run(args, workdir):
                                   "schedule": "cosine over the distilled student's time budget "
                                               "(its step count for the other students)"},
         "student_seeds": args.student_seeds,
-        "distillation": {"alpha": args.alpha, "temperature": args.temperature, "cache_top_k": CACHE_TOP_K},
+        "distillation": {"alpha": args.alpha, "temperature": args.temperature, "cache_top_k": CACHE_TOP_K,
+                         "mask_teacher_errors": True, "ablation": "rag_student_distilled_unmasked"},
         "countries": {"train": len(train_countries), "test": len(test_countries)},
         "questions": {"train": len(train_questions), "test_scored": len(evaluation)},
         "retrieval_recall": {
@@ -309,12 +315,32 @@ def run(args, workdir):
     cache_seconds = time.monotonic() - cache_started
     print(f"teacher cache: {cache.count} answers in {cache_seconds:.0f} s", flush=True)
 
-    # Pairs of students, one pair per seed: one distilled from the teacher's
-    # cache on the per-token marginals, one from the same initial weights
-    # trained on the answers alone for the same number of steps. Examples are
+    # Students in groups, one group per seed, all from the same initial
+    # weights and for the same number of steps: one distilled from the
+    # teacher's cache on the per-token marginals with the teacher's mistakes
+    # masked out of the soft loss (`mask_teacher_errors`), the same without
+    # the mask (ablation), and one trained on the answers alone. Examples are
     # reshuffled into new batches each epoch (the cached ones after the cache
     # is attached); Adam with a cosine decay over the distilled student's time
-    # budget, and over its step count for the plain one.
+    # budget, and over its step count for the others.
+    def distiller_for(student, mask_teacher_errors, optimizer):
+        distiller = Distiller(None, student, alpha=args.alpha, temperature=args.temperature,
+                              ignore_class=0, mask_teacher_errors=mask_teacher_errors)
+        distiller.compile(optimizer=optimizer,
+                          loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
+        return distiller
+
+    def cached_dataset(seed):
+        cached = cache.attach(fixed_order).unbatch().shuffle(
+            len(train_questions), seed=seed, reshuffle_each_iteration=True).batch(BATCH_SIZE)
+        return cached.apply(tf.data.experimental.assert_cardinality(len(fixed_order)))
+
+    def student_from(initial_weights, marginalization="token"):
+        student = build_rag_question_answerer(train_index, encoder, preprocessor, "small",
+                                              n_docs=STUDENT_DOCS, marginalization=marginalization)
+        student.rag.generator.set_weights(initial_weights)
+        return student
+
     pairs = []
     for offset in range(args.student_seeds):
         seed = args.seed + 1 + offset
@@ -322,25 +348,24 @@ def run(args, workdir):
         student = build_rag_question_answerer(train_index, encoder, preprocessor, "small",
                                               n_docs=STUDENT_DOCS)
         initial_weights = student.rag.generator.get_weights()
-        distiller = Distiller(None, student, alpha=args.alpha, temperature=args.temperature,
-                              ignore_class=0)
-        distiller.compile(optimizer=keras.optimizers.Adam(STUDENT_LEARNING_RATE),
-                          loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
-        cached = cache.attach(fixed_order).unbatch().shuffle(
-            len(train_questions), seed=seed, reshuffle_each_iteration=True).batch(BATCH_SIZE)
-        cached = cached.apply(tf.data.experimental.assert_cardinality(len(fixed_order)))
+        distiller = distiller_for(student, True, keras.optimizers.Adam(STUDENT_LEARNING_RATE))
         student_budget = [TimeLimit(args.student_seconds),
                           TimeCosineDecay(STUDENT_LEARNING_RATE, args.student_seconds)]
         suffix = "" if offset == 0 else f"_seed{seed}"
-        distilled_training = train(distiller, cached, student_budget, curve_key="student_loss")
+        distilled_training = train(distiller, cached_dataset(seed), student_budget,
+                                   curve_key="student_loss")
         distilled_training["teacher_cache_seconds"] = cache_seconds
         steps = distilled_training["steps"]
         record("rag_student_distilled" + suffix, student.with_index(index), distilled_training,
                timed=offset == 0)
 
-        plain = build_rag_question_answerer(train_index, encoder, preprocessor, "small",
-                                            n_docs=STUDENT_DOCS)
-        plain.rag.generator.set_weights(initial_weights)
+        unmasked = student_from(initial_weights)
+        unmasked_training = train(distiller_for(unmasked, False, student_optimizer(steps)),
+                                  cached_dataset(seed), [StepLimit(steps)], curve_key="student_loss")
+        record("rag_student_distilled_unmasked" + suffix, unmasked.with_index(index),
+               unmasked_training, timed=False)
+
+        plain = student_from(initial_weights)
         plain.compile(optimizer=student_optimizer(steps),
                       loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
         plain_training = train(plain, dataset(plain, train_questions, seed), [StepLimit(steps)])
@@ -348,6 +373,7 @@ def run(args, workdir):
                timed=offset == 0)
         pairs.append({"seed": seed, "steps": steps,
                       "distilled": models["rag_student_distilled" + suffix]["exact_match"],
+                      "distilled_unmasked": models["rag_student_distilled_unmasked" + suffix]["exact_match"],
                       "plain": models["rag_student_plain" + suffix]["exact_match"]})
         if offset == 0:
             first_initial_weights, first_steps = initial_weights, steps
@@ -355,9 +381,7 @@ def run(args, workdir):
 
     # RAG-Sequence at the student's size, same steps.
     keras.utils.set_random_seed(args.seed + 1)
-    sequence = build_rag_question_answerer(train_index, encoder, preprocessor, "small",
-                                           n_docs=STUDENT_DOCS, marginalization="sequence")
-    sequence.rag.generator.set_weights(first_initial_weights)
+    sequence = student_from(first_initial_weights, marginalization="sequence")
     sequence.compile(optimizer=student_optimizer(first_steps))
     sequence_training = train(sequence, dataset(sequence, train_questions, args.seed + 1),
                               [StepLimit(first_steps)])
@@ -373,6 +397,7 @@ def run(args, workdir):
     teacher_em = models["rag_teacher"]["exact_match"]
     distilled_em = float(np.mean([pair["distilled"] for pair in pairs]))
     mean_difference = float(np.mean([pair["distilled"] - pair["plain"] for pair in pairs]))
+    unmasked_difference = float(np.mean([pair["distilled_unmasked"] - pair["plain"] for pair in pairs]))
     results["ratios"] = {
         "student_em_over_teacher_em": distilled_em / max(teacher_em, 1e-9),
         "student_params_over_teacher_params": models["rag_student_distilled"]["generator_parameters"]
@@ -380,11 +405,14 @@ def run(args, workdir):
         "student_latency_over_teacher_latency": models["rag_student_distilled"]["latency_seconds"]
         / models["rag_teacher"]["latency_seconds"],
         "distilled_em_minus_plain_em": mean_difference,
+        "unmasked_distilled_em_minus_plain_em": unmasked_difference,
         "sequence_em_minus_token_em": models["rag_sequence_student"]["exact_match"]
         - models["rag_student_plain"]["exact_match"],
     }
     results["student_pairs_mean"] = {
-        "distilled": distilled_em, "plain": float(np.mean([pair["plain"] for pair in pairs])),
+        "distilled": distilled_em,
+        "distilled_unmasked": float(np.mean([pair["distilled_unmasked"] for pair in pairs])),
+        "plain": float(np.mean([pair["plain"] for pair in pairs])),
         "distilled_minus_plain": mean_difference,
     }
     results["total_seconds"] = time.monotonic() - started

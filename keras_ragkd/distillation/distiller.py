@@ -60,6 +60,12 @@ class Distiller(keras.Model):
             models must be functional). A trainable `Dense` projection maps
             the student features to the teacher's width when they differ.
         feature_weight: weight of the mean-squared feature loss.
+        mask_teacher_errors: if `True`, the soft loss counts only the
+            positions (examples, or tokens of sequences) where the teacher's
+            most likely class is the label, so the student never learns the
+            teacher's mistakes; the hard loss still counts every position,
+            and the soft term keeps its denominator (it is zero, not missing,
+            where the teacher is wrong). Needs class-index or one-hot labels.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -84,6 +90,7 @@ class Distiller(keras.Model):
         ignore_class=None,
         feature_layers=None,
         feature_weight=1.0,
+        mask_teacher_errors=False,
         **kwargs,
     ):
         kwargs.setdefault("name", "distiller")
@@ -98,6 +105,7 @@ class Distiller(keras.Model):
         self.ignore_class = ignore_class
         self.feature_layers = [tuple(pair) for pair in feature_layers or ()]
         self.feature_weight = float(feature_weight)
+        self.mask_teacher_errors = bool(mask_teacher_errors)
         self._initial_alpha = float(alpha)
         self._initial_temperature = float(temperature)
         self._alpha = self.add_weight(
@@ -175,6 +183,13 @@ class Distiller(keras.Model):
                 `jit_compile`, `steps_per_execution`, ...).
         """
         self._hard_loss = _resolve_hard_loss(loss)
+        if self.mask_teacher_errors and not _has_class_labels(self._hard_loss):
+            raise ValueError(
+                "`mask_teacher_errors=True` compares the teacher's most likely "
+                "class with the label, so it needs class-index or one-hot "
+                "labels (a sparse or categorical cross-entropy). "
+                f"Received: loss={loss!r}"
+            )
         if self.ignore_class is None:
             self.ignore_class = _config_value(self._hard_loss, "ignore_class")
         super().compile(optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
@@ -234,6 +249,7 @@ class Distiller(keras.Model):
                 "ignore_class": self.ignore_class,
                 "feature_layers": [list(pair) for pair in self.feature_layers],
                 "feature_weight": self.feature_weight,
+                "mask_teacher_errors": self.mask_teacher_errors,
             }
         )
         return config
@@ -353,7 +369,10 @@ class Distiller(keras.Model):
 
         labels = _replace_ignored_labels(y, self.ignore_class)
         hard = weighted_mean(hard_loss_values(self._hard_loss, labels, student_logits))
-        soft = weighted_mean(self._soft_values(teacher_outputs, student_logits))
+        soft_values = self._soft_values(teacher_outputs, student_logits)
+        if self.mask_teacher_errors:
+            soft_values = soft_values * _teacher_is_right(labels, teacher_outputs)
+        soft = weighted_mean(soft_values)
         alpha = ops.convert_to_tensor(self._alpha)
         loss = alpha * hard + (1.0 - alpha) * soft
         terms = {"student_loss": hard, "distillation_loss": soft}
@@ -591,6 +610,33 @@ def _replace_ignored_labels(y, ignore_class):
         return y
     labels = ops.convert_to_tensor(y)
     return ops.where(ops.equal(labels, ignore_class), ops.zeros_like(labels), labels)
+
+
+def _teacher_is_right(labels, teacher_outputs):
+    """1.0 where the teacher's most likely class is the label, else 0.0."""
+    if cached_batch.TEACHER_TOP_INDICES in teacher_outputs:
+        # A TeacherCache stores the top-k in descending order.
+        top_class = teacher_outputs[cached_batch.TEACHER_TOP_INDICES][..., 0]
+    else:
+        top_class = ops.argmax(teacher_outputs[cached_batch.TEACHER_LOGITS], axis=-1)
+    labels = ops.convert_to_tensor(labels)
+    if len(labels.shape) > len(top_class.shape):
+        if labels.shape[-1] == 1:
+            labels = ops.squeeze(labels, -1)
+        else:  # One-hot labels.
+            labels = ops.argmax(labels, axis=-1)
+    agree = ops.equal(ops.cast(top_class, "int32"), ops.cast(labels, "int32"))
+    return ops.cast(agree, "float32")
+
+
+def _has_class_labels(loss):
+    if isinstance(loss, (
+        keras.losses.SparseCategoricalCrossentropy,
+        keras.losses.CategoricalCrossentropy,
+    )):
+        return True
+    name = getattr(loss, "__name__", "")
+    return name in ("sparse_categorical_crossentropy", "categorical_crossentropy")
 
 
 def _num_replicas():

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_ragkd import Distiller
+from keras_ragkd.distillation import TeacherCache
 
 
 def _compiled(distiller, **kwargs):
@@ -96,6 +97,68 @@ def test_sequence_padding_is_excluded_from_both_terms(
     np.testing.assert_allclose(again["loss"], logs["loss"], rtol=1e-6)
 
 
+def test_masked_teacher_errors_leave_the_soft_loss_where_the_teacher_is_right(
+    digits, trained_teacher, dense_classifier, numpy_kd, numpy_sparse_ce
+):
+    x, y = digits
+    x, y = x[:200], y[:200]
+    weights = np.random.default_rng(1).uniform(0.0, 2.0, 200).astype("float32")
+    student = dense_classifier(8, seed=12)
+    distiller = _compiled(
+        Distiller(trained_teacher, student, alpha=0.3, temperature=2.0,
+                  mask_teacher_errors=True)
+    )
+    logs = distiller.evaluate(
+        x, y, sample_weight=weights, batch_size=64, return_dict=True, verbose=0
+    )
+    t, s = trained_teacher.predict(x, verbose=0), student.predict(x, verbose=0)
+    right = t.argmax(-1) == y
+    assert 0 < right.sum() < len(y)  # The teacher makes some mistakes here.
+    hard = (weights * numpy_sparse_ce(y, s)).sum() / weights.sum()
+    soft = (weights * right * numpy_kd(t, s, 2.0)).sum() / weights.sum()
+    np.testing.assert_allclose(logs["student_loss"], hard, rtol=1e-4)
+    np.testing.assert_allclose(logs["distillation_loss"], soft, rtol=1e-4, atol=1e-6)
+    # One-hot labels with a categorical cross-entropy mask the same examples.
+    one_hot = _compiled(
+        Distiller(trained_teacher, student, alpha=0.3, temperature=2.0,
+                  mask_teacher_errors=True),
+        loss="categorical_crossentropy",
+    ).evaluate(x, np.eye(10, dtype="float32")[y], sample_weight=weights,
+               batch_size=64, return_dict=True, verbose=0)
+    np.testing.assert_allclose(one_hot["distillation_loss"], soft, rtol=1e-4, atol=1e-6)
+
+
+def test_masked_teacher_errors_on_cached_token_marginals(sequence_model, tmp_path):
+    tokens, _, valid = _token_batch()
+    teacher = sequence_model(16, seed=1, mask_zero=False)
+    student = sequence_model(4, seed=2, mask_zero=False)
+    teacher_top = teacher.predict(tokens, verbose=0).argmax(-1).astype("int32")
+    wrong = (teacher_top + 1) % 7
+    labels = np.where(valid, np.where(np.arange(5) % 2 == 0, teacher_top, wrong), -1)
+    dataset = tf.data.Dataset.from_tensor_slices((tokens, labels)).batch(3)
+    cache = TeacherCache.build(
+        teacher, dataset, str(tmp_path / "cache"), top_k=3, temperature=2.0, verbose=0
+    )
+
+    def distillation_loss(mask_teacher_errors, model_labels):
+        distiller = _compiled(
+            Distiller(None, student, temperature=2.0, ignore_class=-1,
+                      mask_teacher_errors=mask_teacher_errors)
+        )
+        batches = tf.data.Dataset.from_tensor_slices((tokens, model_labels)).batch(3)
+        return distiller.evaluate(
+            cache.attach(batches), return_dict=True, verbose=0
+        )["distillation_loss"]
+
+    everywhere = distillation_loss(False, labels)
+    agreed = np.where(valid, teacher_top, -1)
+    assert distillation_loss(True, agreed) == pytest.approx(everywhere, rel=1e-5)
+    # Positions where the teacher's top token is wrong add nothing.
+    partly = distillation_loss(True, labels)
+    assert 0 < partly < everywhere
+    assert distillation_loss(True, np.where(valid, wrong, -1)) == 0.0
+
+
 def test_zero_weight_samples_change_nothing(digits, trained_teacher, dense_classifier):
     x, y = digits
     good_x, good_y = x[:32], y[:32]
@@ -182,7 +245,8 @@ def test_keras_round_trip_continues_training(
 ):
     x, y = digits
     distiller = _compiled(
-        Distiller(trained_teacher, dense_classifier(8, seed=6), alpha=0.4),
+        Distiller(trained_teacher, dense_classifier(8, seed=6), alpha=0.4,
+                  mask_teacher_errors=True),
         optimizer=keras.optimizers.Adam(1e-3),
         metrics=["accuracy"],
     )
@@ -193,6 +257,7 @@ def test_keras_round_trip_continues_training(
     restored = keras.saving.load_model(path)
     assert isinstance(restored, Distiller) and restored.compiled
     assert float(restored.alpha.numpy()) == pytest.approx(0.25)
+    assert restored.mask_teacher_errors
     assert int(restored.optimizer.iterations.numpy()) == 4
     np.testing.assert_allclose(
         restored.predict(x[:8], verbose=0), distiller.predict(x[:8], verbose=0), rtol=1e-5
@@ -360,6 +425,12 @@ def test_unbuilt_teacher_is_refused(dense_classifier):
     unbuilt = keras.Sequential([keras.layers.Dense(10)])
     with pytest.raises(ValueError, match="Received: teacher.built=False"):
         Distiller(unbuilt, dense_classifier(8))
+
+
+def test_masking_teacher_errors_needs_class_labels(trained_teacher, dense_classifier):
+    distiller = Distiller(trained_teacher, dense_classifier(8), mask_teacher_errors=True)
+    with pytest.raises(ValueError, match="class-index or one-hot labels.*Received: loss='mse'"):
+        distiller.compile(optimizer="sgd", loss="mse")
 
 
 def test_probability_loss_is_refused(trained_teacher, dense_classifier):
