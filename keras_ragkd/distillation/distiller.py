@@ -630,13 +630,10 @@ def _teacher_is_right(labels, teacher_outputs):
 
 
 def _has_class_labels(loss):
-    if isinstance(loss, (
-        keras.losses.SparseCategoricalCrossentropy,
-        keras.losses.CategoricalCrossentropy,
-    )):
+    names = ("sparse_categorical_crossentropy", "categorical_crossentropy")
+    if isinstance(loss, tuple(_LOGIT_LOSSES[name] for name in names)):
         return True
-    name = getattr(loss, "__name__", "")
-    return name in ("sparse_categorical_crossentropy", "categorical_crossentropy")
+    return getattr(loss, "__name__", "") in names
 
 
 def _num_replicas():
