@@ -13,8 +13,10 @@ their facts in no training pair):
 - RAG students (`small` from-scratch generator, 2 passages) distilled from
   the teacher with `keras_ragkd.Distiller` on the per-token marginals (α =
   0.8, T = 1 unless `--alpha` / `--temperature` say otherwise; the teacher
-  runs once over the training set into a top-k `TeacherCache`; Adam with a
-  cosine decay over its time budget) with the teacher's mistakes on the
+  runs once over the training set into a top-k `TeacherCache`, reading the
+  student's 2 passages (`with_index(..., n_docs=2)`: the same top two of its
+  three), so its marginal mixes only passages the student can copy from;
+  Adam with a cosine decay over its time budget) with the teacher's mistakes on the
   training answers masked out of the soft loss (`mask_teacher_errors=True`),
   each next to the same student from the same initial weights distilled
   without that mask (ablation) and trained without distillation, both for
@@ -261,7 +263,7 @@ def run(args, workdir):
                                               "(its step count for the other students)"},
         "student_seeds": args.student_seeds,
         "distillation": {"alpha": args.alpha, "temperature": args.temperature, "cache_top_k": CACHE_TOP_K,
-                         "mask_teacher_errors": True, "ablation": "rag_student_distilled_unmasked"},
+                         "cache_teacher_docs": STUDENT_DOCS, "mask_teacher_errors": True, "ablation": "rag_student_distilled_unmasked"},
         "countries": {"train": len(train_countries), "test": len(test_countries)},
         "questions": {"train": len(train_questions), "test_scored": len(evaluation)},
         "retrieval_recall": {
@@ -282,6 +284,7 @@ def run(args, workdir):
         entry = evaluate(model, evaluation, marginalization)
         entry["generator_parameters"] = int(model.rag.generator.count_params())
         entry["n_docs"] = model.rag.n_docs
+        entry["doc_score_scale"] = float(model.rag.doc_score_scale.numpy())
         entry["training"] = training
         if timed:
             entry["latency_seconds"] = latency(model, timing, marginalization)
@@ -307,10 +310,13 @@ def run(args, workdir):
             STUDENT_LEARNING_RATE, decay_steps=steps))
 
     # The teacher runs once over the (fixed-order) training set into a cache,
-    # so the distiller never runs it.
+    # so the distiller never runs it. It reads the student's passages (its own
+    # top STUDENT_DOCS): a marginal over a third passage would put mass on
+    # words the student cannot copy.
     fixed_order = dataset(teacher, train_questions)
     cache_started = time.monotonic()
-    cache = TeacherCache.build(teacher, fixed_order, os.path.join(workdir, "teacher_cache"),
+    cache_teacher = teacher.with_index(train_index, n_docs=STUDENT_DOCS)
+    cache = TeacherCache.build(cache_teacher, fixed_order, os.path.join(workdir, "teacher_cache"),
                                top_k=CACHE_TOP_K, temperature=args.temperature, verbose=0)
     cache_seconds = time.monotonic() - cache_started
     print(f"teacher cache: {cache.count} answers in {cache_seconds:.0f} s", flush=True)

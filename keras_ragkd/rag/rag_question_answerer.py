@@ -249,32 +249,40 @@ class RagQuestionAnswerer(keras.Model):
                 )
         return results
 
-    def with_index(self, index, backend=None):
+    def with_index(self, index, backend=None, n_docs=None):
         """A model answering from another knowledge base, sharing all weights.
 
         The query encoder, generator and preprocessor are the same objects
-        (nothing is copied or retrained); only the retriever is new.
+        (nothing is copied or retrained); only the retriever is new. With
+        `n_docs` the model reads another number of passages per question,
+        e.g. a teacher read through its student's top passages, so that the
+        marginal it is distilled from mixes only passages the student sees.
 
         Args:
             index: a `PassageIndex` embedded by the same encoder family.
             backend: retriever backend; defaults to the current one.
+            n_docs: passages per question; defaults to the current number.
         """
         old = self.rag.retriever
+        n_docs = self.rag.n_docs if n_docs is None else n_docs
+        depth = old.k
+        if isinstance(n_docs, int) and n_docs > depth:
+            depth = n_docs  # Other values are checked by the layer.
         retriever = make_passage_retriever(
-            index, self.preprocessor, old.k, backend=backend or old.backend
+            index, self.preprocessor, depth, backend=backend or old.backend
         )
         rag = RetrievalAugmentedGenerator(
             self.rag.query_encoder,
             retriever,
             self.rag.generator,
-            n_docs=self.rag.n_docs,
+            n_docs=n_docs,
             marginalization=self.rag.marginalization,
             doc_score_scale=self.rag.initial_doc_score_scale,
             train_doc_score_scale=self.rag.train_doc_score_scale,
             copy_from_question=self.rag.copy_from_question,
             padding_id=self.rag.padding_id,
         )
-        rag.doc_score_scale.assign(self.rag.doc_score_scale)
+        rag.log_doc_score_scale.assign(self.rag.log_doc_score_scale)
         return RagQuestionAnswerer(self.preprocessor, rag)
 
     def get_config(self):

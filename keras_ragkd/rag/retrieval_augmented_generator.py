@@ -1,5 +1,8 @@
 """`RetrievalAugmentedGenerator`: retrieve passages, generate, marginalise."""
 
+import math
+import numbers
+
 import keras
 import tensorflow as tf
 
@@ -58,8 +61,12 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
         generator: Keras layer, see above.
         n_docs: int, passages per input.
         marginalization: `"token"` or `"sequence"`.
-        doc_score_scale: float, initial multiplier of the retrieval scores in
-            `P(z|x)` (unit-norm embeddings give scores in [-1, 1]).
+        doc_score_scale: positive float, initial multiplier of the retrieval
+            scores in `P(z|x)` (unit-norm embeddings give scores in [-1, 1]).
+            It is learned in log space (the `log_doc_score_scale` weight,
+            like CLIP's logit scale), so an optimizer step changes it by a
+            relative amount: Adam moves a plain scale of 10 by only about the
+            learning rate per step, too little to sharpen `P(z|x)` in training.
         train_doc_score_scale: bool, whether the scale is trainable.
         copy_from_question: bool, whether the generator may copy question
             tokens (else only passage tokens).
@@ -112,6 +119,13 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
             raise ValueError(
                 f"`n_docs` must be a positive integer. Received: n_docs={n_docs!r}"
             )
+        if isinstance(doc_score_scale, bool) or not (
+            isinstance(doc_score_scale, numbers.Real) and doc_score_scale > 0
+        ):
+            raise ValueError(
+                "`doc_score_scale` must be a positive number (it is learned as "
+                f"its logarithm). Received: doc_score_scale={doc_score_scale!r}"
+            )
         retriever_k = getattr(retriever, "k", n_docs)
         if retriever_k < n_docs:
             raise ValueError(
@@ -127,13 +141,18 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
         self.train_doc_score_scale = bool(train_doc_score_scale)
         self.copy_from_question = bool(copy_from_question)
         self.padding_id = int(padding_id)
-        self.doc_score_scale = self.add_weight(
+        self.log_doc_score_scale = self.add_weight(
             shape=(),
-            initializer=keras.initializers.Constant(self.initial_doc_score_scale),
+            initializer=keras.initializers.Constant(math.log(self.initial_doc_score_scale)),
             trainable=self.train_doc_score_scale,
-            name="doc_score_scale",
+            name="log_doc_score_scale",
         )
         self.built = True
+
+    @property
+    def doc_score_scale(self):
+        """The current multiplier of the retrieval scores, `exp(log_doc_score_scale)`."""
+        return tf.exp(tf.convert_to_tensor(self.log_doc_score_scale))
 
     def retrieve(self, inputs, training=None):
         """Embeds the queries and retrieves `n_docs` passages each.

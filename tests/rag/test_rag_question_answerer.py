@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from keras_ragkd.distillation import Distiller
+from keras_ragkd.distillation import TeacherCache
 from keras_ragkd.rag import RagPreprocessor
 from keras_ragkd.rag import RagQuestionAnswerer
 from keras_ragkd.rag import build_rag_question_answerer
@@ -83,6 +84,31 @@ def test_retrieve_returns_passages_with_probabilities(trained):
     assert results[0]["id"] == "france/capital"
     assert results[0]["text"] == "The capital of France is Paris."
     assert sum(r["probability"] for r in results) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_with_index_reads_another_number_of_passages(trained, tmp_path):
+    _, _, _, evaluator = trained
+    index = evaluator.rag.retriever.index
+    wider = evaluator.with_index(index, n_docs=3)
+    assert wider.rag.n_docs == 3 and wider.rag.retriever.k == 3
+    assert wider.rag.generator is evaluator.rag.generator
+    np.testing.assert_allclose(
+        wider.rag.doc_score_scale.numpy(), evaluator.rag.doc_score_scale.numpy()
+    )
+    assert len(wider.retrieve([FRANCE])[0]) == 3
+    (narrow,) = evaluator.with_index(index, n_docs=1).retrieve([FRANCE])
+    assert [r["id"] for r in narrow] == ["france/capital"]
+    assert narrow[0]["probability"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="Received: n_docs=0"):
+        evaluator.with_index(index, n_docs=0)
+    # A teacher read through a student's single passage feeds a cache.
+    data = evaluator.preprocess([FRANCE, "What is the currency of Japan?"], ["Paris", "JPY"])
+    cache = TeacherCache.build(
+        evaluator.with_index(index, n_docs=1), data, str(tmp_path / "cache"), top_k=4,
+        temperature=1.0, verbose=0,
+    )
+    assert cache.count == 2
 
 
 @pytest.mark.slow

@@ -108,7 +108,7 @@ def test_gradient_reaches_query_encoder(kb, token_preprocessor, marginalization)
             loss = -tf.reduce_sum(picked * tf.cast(y != 0, "float32"))
         else:
             loss = loss_fn(y, outputs)
-    weights = rag.query_encoder.trainable_weights + [rag.doc_score_scale]
+    weights = rag.query_encoder.trainable_weights + [rag.log_doc_score_scale]
     gradients = tape.gradient(loss, weights)
     for weight, gradient in zip(weights, gradients):
         assert gradient is not None, weight.path
@@ -170,6 +170,43 @@ def test_constructor_validation(kb, token_preprocessor):
         )
     with pytest.raises(ValueError, match="Received: n_docs=5"):
         RetrievalAugmentedGenerator(rag.query_encoder, rag.retriever, rag.generator, n_docs=5)
+    for scale in (0.0, -1.0, True, "10"):
+        with pytest.raises(ValueError, match=f"Received: doc_score_scale={scale!r}"):
+            RetrievalAugmentedGenerator(
+                rag.query_encoder, rag.retriever, rag.generator, n_docs=2,
+                doc_score_scale=scale,
+            )
+
+
+def test_doc_score_scale_is_learned_in_log_space(kb, token_preprocessor):
+    passages, questions = kb
+    rag = token_rag(token_preprocessor, passages, n_docs=3)
+    x, _ = _batch(token_preprocessor, questions)
+    assert rag.log_doc_score_scale.trainable
+    np.testing.assert_allclose(rag.doc_score_scale.numpy(), 5.0, rtol=1e-6)
+    rag.log_doc_score_scale.assign(np.log(40.0))
+    retrieved = rag.retrieve(x)
+    scores = 40.0 * retrieved["doc_scores"].numpy().astype("float64")
+    np.testing.assert_allclose(
+        retrieved["doc_log_probs"].numpy(), _log_softmax(scores), atol=1e-5
+    )
+    # One Adam step moves the scale by a factor of about exp(learning rate),
+    # not by the learning rate: a relative change.
+    optimizer = keras.optimizers.Adam(0.1)
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_sum(rag.retrieve(x)["doc_log_probs"][:, 0])
+    optimizer.apply_gradients(
+        [(tape.gradient(loss, rag.log_doc_score_scale), rag.log_doc_score_scale)]
+    )
+    np.testing.assert_allclose(
+        abs(np.log(rag.doc_score_scale.numpy() / 40.0)), 0.1, rtol=1e-3
+    )
+    frozen = RetrievalAugmentedGenerator(
+        rag.query_encoder, rag.retriever, rag.generator, n_docs=3,
+        train_doc_score_scale=False,
+    )
+    assert not frozen.log_doc_score_scale.trainable
+    assert frozen.log_doc_score_scale in frozen.non_trainable_weights
 
 
 class _BagOfWordsGenerator(keras.layers.Layer):
