@@ -250,10 +250,11 @@ class RagQuestionAnswerer(keras.Model):
         return results
 
     def with_index(self, index, backend=None, n_docs=None):
-        """A model answering from another knowledge base, sharing all weights.
+        """A model answering from another knowledge base, sharing the weights.
 
         The query encoder, generator and preprocessor are the same objects
-        (nothing is copied or retrained); only the retriever is new. With
+        (nothing is retrained); the retriever is new, and so is the RAG layer,
+        which starts from a copy of the current passage-posterior scale. With
         `n_docs` the model reads another number of passages per question,
         e.g. a teacher read through its student's top passages, so that the
         marginal it is distilled from mixes only passages the student sees.

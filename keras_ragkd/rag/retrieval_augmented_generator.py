@@ -4,6 +4,7 @@ import math
 import numbers
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_ragkd.rag.decoding import beam_search
@@ -120,10 +121,12 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
                 f"`n_docs` must be a positive integer. Received: n_docs={n_docs!r}"
             )
         if isinstance(doc_score_scale, bool) or not (
-            isinstance(doc_score_scale, numbers.Real) and doc_score_scale > 0
+            isinstance(doc_score_scale, numbers.Real)
+            and math.isfinite(doc_score_scale)
+            and doc_score_scale > 0
         ):
             raise ValueError(
-                "`doc_score_scale` must be a positive number (it is learned as "
+                "`doc_score_scale` must be a positive finite number (it is learned as "
                 f"its logarithm). Received: doc_score_scale={doc_score_scale!r}"
             )
         retriever_k = getattr(retriever, "k", n_docs)
@@ -145,14 +148,20 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
             shape=(),
             initializer=keras.initializers.Constant(math.log(self.initial_doc_score_scale)),
             trainable=self.train_doc_score_scale,
+            autocast=False,
             name="log_doc_score_scale",
         )
+        self._stored_plain_scale = False
         self.built = True
 
     @property
     def doc_score_scale(self):
-        """The current multiplier of the retrieval scores, `exp(log_doc_score_scale)`."""
-        return tf.exp(tf.convert_to_tensor(self.log_doc_score_scale))
+        """The current multiplier of the retrieval scores, `exp(log_doc_score_scale)`.
+
+        A float32 tensor; to set it, assign its logarithm to
+        `log_doc_score_scale`.
+        """
+        return tf.exp(tf.cast(self.log_doc_score_scale, "float32"))
 
     def retrieve(self, inputs, training=None):
         """Embeds the queries and retrieves `n_docs` passages each.
@@ -347,6 +356,7 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
                 "train_doc_score_scale": self.train_doc_score_scale,
                 "copy_from_question": self.copy_from_question,
                 "padding_id": self.padding_id,
+                "scale_weight": "log",
             }
         )
         return config
@@ -356,4 +366,16 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
         config = dict(config)
         for key in ("query_encoder", "retriever", "generator"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+        # Files saved before the scale was learned in log space (no
+        # "scale_weight" entry) stored the scale itself as the weight.
+        stored_plain_scale = config.pop("scale_weight", None) is None
+        layer = cls(**config)
+        layer._stored_plain_scale = stored_plain_scale
+        return layer
+
+    def load_own_variables(self, store):
+        if not self._stored_plain_scale:
+            return super().load_own_variables(store)
+        self._check_load_own_variables(store)
+        self.log_doc_score_scale.assign(np.log(np.asarray(store["0"], "float32")))
+        self._stored_plain_scale = False
