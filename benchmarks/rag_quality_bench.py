@@ -36,7 +36,7 @@ Writes `benchmarks/results/rag_quality_bench.json` and `.png`
 
 Run: `python benchmarks/rag_quality_bench.py --quick` (tiny budgets, a smoke
 run of the whole pipeline: about 13 minutes on 2 cores, most of it indexing,
-tracing and the teacher cache) or without `--quick` (106 minutes measured with
+tracing and the teacher cache) or without `--quick` (95 minutes measured with
 two seeds of three students: 30 minutes of teacher training).
 """
 

@@ -50,7 +50,7 @@ def trained(kb, encoder):
         [q["question"] for q in train_questions],
         [q["answer"] for q in train_questions],
         batch_size=16,
-        epochs=8,
+        epochs=12,
         verbose=0,
     )
     true_index = PassageIndex.build(passages, encoder, verbose=0)
