@@ -16,8 +16,9 @@ their facts in no training pair):
   runs once over the training set into a top-k `TeacherCache`, reading the
   student's 2 passages (`with_index(..., n_docs=2)`: the same top two of its
   three), so its marginal mixes only passages the student can copy from;
-  Adam with a cosine decay over its time budget) with the teacher's mistakes on the
-  training answers masked out of the soft loss (`mask_teacher_errors=True`),
+  Adam with a cosine decay over its time budget) with the teacher's mistakes
+  on the training answers masked out of the soft loss
+  (`mask_teacher_errors=True`),
   each next to the same student from the same initial weights distilled
   without that mask (ablation) and trained without distillation, both for
   the same number of steps (the same cosine decay over those steps): one such
