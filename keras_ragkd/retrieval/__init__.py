@@ -1,15 +1,18 @@
 """Knowledge base, text encoders and the retrieval layer."""
 
 from keras_ragkd.retrieval.callbacks import PassageReindexer
+from keras_ragkd.retrieval.encoder_records import keras_query_encoder
 from keras_ragkd.retrieval.encoders import KerasTextEncoder
 from keras_ragkd.retrieval.minilm_encoder import MiniLMEncoder
 from keras_ragkd.retrieval.minilm_encoder import load_minilm_encoder
 from keras_ragkd.retrieval.passage import Passage
 from keras_ragkd.retrieval.passage_index import PassageIndex
 from keras_ragkd.retrieval.passage_index import SearchResult
+from keras_ragkd.retrieval.passage_index import check_index_factory
 from keras_ragkd.retrieval.retriever import PassageRetriever
 from keras_ragkd.retrieval.retriever import use_backend
 from keras_ragkd.retrieval.tfidf_encoder import TfidfEncoder
+from keras_ragkd.retrieval.tfidf_query_encoder import TfidfQueryEncoder
 
 __all__ = [
     "KerasTextEncoder",
@@ -20,6 +23,9 @@ __all__ = [
     "PassageRetriever",
     "SearchResult",
     "TfidfEncoder",
+    "TfidfQueryEncoder",
+    "check_index_factory",
+    "keras_query_encoder",
     "load_minilm_encoder",
     "use_backend",
 ]

@@ -7,11 +7,14 @@ manifest.json            # the commit record, replaced atomically
 data-<hex>/index.faiss   # faiss.write_index
 data-<hex>/passages.jsonl
 data-<hex>/embeddings.npy
+data-<hex>/tfidf_encoder.json  # only for some encoders: their fitted state
+data-<hex>/tfidf_encoder.npz   # (see `encoder_records`)
 ```
 
-The manifest names the data folder and holds each file's size and SHA-256.
-Nothing is pickled: JSON, `.npy` (read with `allow_pickle=False`) and FAISS's
-own format only.
+The manifest names the data folder and holds each file's size and SHA-256,
+and records how to rebuild the encoder (`"encoder"`, optional). Nothing is
+pickled: JSON, `.npy`/`.npz` (read with `allow_pickle=False`) and FAISS's own
+format only.
 """
 
 import hashlib
@@ -31,10 +34,13 @@ DATA_FILES = {
     "passages": "passages.jsonl",
     "embeddings": "embeddings.npy",
 }
+# Manifest keys of further data files (an encoder's fitted state).
+EXTRA_PREFIX = "encoder:"
 
 
-def write_data_files(folder, faiss_index, passages, embeddings):
-    """Writes the three data files into `folder`; returns their manifest entries."""
+def write_data_files(folder, faiss_index, passages, embeddings, extra_files=()):
+    """Writes the three data files into `folder`; returns the manifest entries
+    of those and of `extra_files` (names of files already in `folder`)."""
     paths = {key: os.path.join(folder, name) for key, name in DATA_FILES.items()}
     faiss.write_index(faiss_index, paths["index"])
     with open(paths["passages"], "w", encoding="utf-8") as f:
@@ -42,11 +48,13 @@ def write_data_files(folder, faiss_index, passages, embeddings):
             f.write(json.dumps(passage, ensure_ascii=False) + "\n")
     with open(paths["embeddings"], "wb") as f:
         np.save(f, np.ascontiguousarray(embeddings, dtype=np.float32))
+    for name in extra_files:
+        paths[EXTRA_PREFIX + name] = os.path.join(folder, name)
     files = {}
     for key, path in paths.items():
         fsync_file(path)
         files[key] = {
-            "path": DATA_FILES[key],
+            "path": os.path.basename(path),
             "bytes": os.path.getsize(path),
             "sha256": sha256_of(path),
         }
@@ -73,9 +81,11 @@ def remove_stale_data(directory, keep):
             os.remove(path)
 
 
-def read_index_files(directory, format_version, mmap, verify_checksums, attempts=5):
+def read_index_files(directory, format_version, mmap, verify_checksums, attempts=5,
+                     read_extra=None):
     """Reads manifest and data files; returns `(manifest, faiss_index,
-    embeddings, passages)`.
+    embeddings, passages, extra)`, where `extra` is
+    `read_extra(manifest, data_folder)` (None without `read_extra`).
 
     A save running at the same time (another process) may replace the
     manifest and delete the data folder it named while this reads it; the
@@ -85,11 +95,13 @@ def read_index_files(directory, format_version, mmap, verify_checksums, attempts
         manifest = read_manifest(directory, format_version)
         try:
             paths = check_data_files(directory, manifest, verify_checksums)
+            folder = os.path.join(directory, manifest["data_folder"])
             return (
                 manifest,
                 read_faiss_index(paths["index"], mmap),
                 read_embeddings(paths["embeddings"], mmap),
                 read_passages(paths["passages"]),
+                None if read_extra is None else read_extra(manifest, folder),
             )
         except (ValueError, OSError):
             replaced = (
@@ -136,15 +148,41 @@ def read_manifest(directory, format_version):
             f"Unsupported index format version (expected {format_version}). "
             f"Received: format_version={manifest['format_version']!r}"
         )
+    files = manifest["files"]
+    if not isinstance(files, dict) or not all(
+        isinstance(entry, dict)
+        and {"path", "bytes", "sha256"} <= set(entry)
+        and _is_plain_name(entry["path"])
+        for entry in files.values()
+    ) or not _is_plain_name(manifest["data_folder"]):
+        raise ValueError(
+            "The index manifest's `files` must map keys to "
+            '{"path", "bytes", "sha256"} entries naming files of its data '
+            f"folder. Received: manifest={path!r}"
+        )
     return manifest
 
 
+def _is_plain_name(name):
+    """A file name without folders, so a manifest cannot point outside."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and os.path.basename(name) == name
+        and "/" not in name
+        and "\\" not in name
+    )
+
+
 def check_data_files(directory, manifest, verify_checksums):
-    """Checks presence, sizes (and checksums) of the data files; returns paths."""
+    """Checks presence, sizes (and checksums) of the data files; returns paths
+    by manifest key (the three data files and any encoder files)."""
     folder = os.path.join(directory, manifest["data_folder"])
+    keys = list(DATA_FILES) + sorted(k for k in manifest["files"] if k not in DATA_FILES)
     paths = {}
-    for key, name in DATA_FILES.items():
+    for key in keys:
         entry = manifest["files"].get(key)
+        name = DATA_FILES.get(key) or entry["path"]
         path = os.path.join(folder, name)
         if entry is None or not os.path.isfile(path):
             raise ValueError(
@@ -164,6 +202,28 @@ def check_data_files(directory, manifest, verify_checksums):
             )
         paths[key] = path
     return paths
+
+
+def file_states(directory, manifest, verify_checksums=True):
+    """Each data file's state: `"ok"`, `"missing"`, `"size mismatch"`,
+    `"checksum mismatch"` or `"size ok"` (checksums not verified)."""
+    folder = os.path.join(directory, manifest["data_folder"])
+    states = {}
+    for key, entry in sorted(manifest["files"].items()):
+        path = os.path.join(folder, entry["path"])
+        if not os.path.isfile(path):
+            state = "missing"
+        elif os.path.getsize(path) != entry["bytes"]:
+            state = "size mismatch"
+        elif not verify_checksums:
+            state = "size ok"
+        elif sha256_of(path) != entry["sha256"]:
+            state = "checksum mismatch"
+        else:
+            state = "ok"
+        states[entry["path"]] = {"bytes": entry["bytes"], "sha256": entry["sha256"],
+                                 "state": state}
+    return states
 
 
 def read_faiss_index(path, mmap):

@@ -11,6 +11,7 @@ import faiss
 import keras
 import numpy as np
 
+from keras_ragkd.retrieval import encoder_records
 from keras_ragkd.retrieval import index_files
 from keras_ragkd.retrieval.encoders import as_text_encoder
 from keras_ragkd.retrieval.passage import as_passages
@@ -66,7 +67,9 @@ class PassageIndex:
 
     Create one with `PassageIndex.build` (from texts and an encoder) or
     `PassageIndex.from_embeddings` (from precomputed vectors); persist it
-    with `save` / `PassageIndex.load`.
+    with `save` / `PassageIndex.load`. A saved index records how to rebuild a
+    `MiniLMEncoder` or `TfidfEncoder` (the TF-IDF vocabulary and weights are
+    saved with it), so a loaded one searches strings right away.
 
     Args:
         passages: list of dicts `{"id", "text", "title"?}` or `Passage`s.
@@ -122,12 +125,14 @@ class PassageIndex:
             )
         self.index_factory = index_factory
         self.search_parameters = dict(search_parameters or {})
-        self.encoder = None if encoder is None else as_text_encoder(encoder)
+        self._lock = threading.RLock()
+        self._encoder_factory = None
+        self._encoder_record = None
+        self.encoder = encoder
         if encoder_identity is None and self.encoder is not None:
             encoder_identity = self.encoder.identity
         self.directory = directory
         self.has_unsaved_changes = directory is None
-        self._lock = threading.RLock()
         if faiss_index is None:
             faiss_index = self._new_faiss_index(embeddings)
         self._state = _make_state(
@@ -207,6 +212,25 @@ class PassageIndex:
             encoder_identity=encoder_identity,
             search_parameters=search_parameters,
         )
+
+    @property
+    def encoder(self):
+        """The encoder of string queries and `add`, or None.
+
+        A loaded MiniLM index rebuilds its `MiniLMEncoder` here, on first use.
+        """
+        if self._encoder is None and self._encoder_factory is not None:
+            with self._lock:
+                if self._encoder is None and self._encoder_factory is not None:
+                    self._encoder = self._encoder_factory()
+                    self._encoder_factory = None
+        return self._encoder
+
+    @encoder.setter
+    def encoder(self, encoder):
+        self._encoder = None if encoder is None else as_text_encoder(encoder)
+        self._encoder_factory = None
+        self._encoder_record = None
 
     # Read access (lock-free: one attribute read gives a consistent state).
 
@@ -306,8 +330,9 @@ class PassageIndex:
         if self.encoder is None:
             raise ValueError(
                 "Searching with strings needs an encoder; build the index with "
-                "one or pass `encoder=` to `PassageIndex.load`, or search with "
-                "vectors. Received: encoder=None"
+                "one (a saved index rebuilds a `MiniLMEncoder` or `TfidfEncoder` "
+                "by itself), pass `encoder=` to `PassageIndex.load`, or search "
+                "with vectors. Received: encoder=None"
             )
         return self.encoder.encode(check_texts(queries), verbose=0)
 
@@ -384,26 +409,10 @@ class PassageIndex:
             self.has_unsaved_changes = True
 
     def _new_faiss_index(self, embeddings):
-        dim = embeddings.shape[1]
-        try:
-            faiss_index = faiss.index_factory(
-                dim, self.index_factory, faiss.METRIC_INNER_PRODUCT
-            )
-        except (RuntimeError, TypeError) as error:
-            raise ValueError(
-                "Expected a `faiss.index_factory` string such as 'Flat', "
-                f"'HNSW32', 'IVF256,Flat' or 'IVF256,PQ16' ({error}). "
-                f"Received: index_factory={self.index_factory!r}"
-            ) from None
+        faiss_index = check_index_factory(
+            self.index_factory, embeddings.shape[1], len(embeddings)
+        )
         if not faiss_index.is_trained:
-            required = min_training_points(faiss_index)
-            if len(embeddings) < required:
-                raise ValueError(
-                    f"Index {self.index_factory!r} must be trained on at least "
-                    f"{required} passages; use fewer IVF lists / PQ bits or a "
-                    "'Flat'/'HNSW32' index for small corpora. Received: "
-                    f"num_passages={len(embeddings)}"
-                )
             disable_polysemous_training(faiss_index)
             faiss_index.train(embeddings)
         faiss_index.add(embeddings)
@@ -418,9 +427,10 @@ class PassageIndex:
         """Writes the index to `directory` atomically.
 
         Layout: `manifest.json` (format version, dim, metric, count, encoder
-        identity, index factory, search parameters, file sizes and SHA-256
-        checksums) and a data folder with `index.faiss`, `passages.jsonl` and
-        `embeddings.npy`. The data folder is written under a temporary name,
+        identity and record, index factory, search parameters, file sizes and
+        SHA-256 checksums) and a data folder with `index.faiss`,
+        `passages.jsonl`, `embeddings.npy` and, for a `TfidfEncoder`, its
+        vocabulary and weights. The data folder is written under a temporary name,
         then the manifest is replaced with `os.replace`; a process killed at
         any point leaves the previous index loadable.
 
@@ -433,11 +443,15 @@ class PassageIndex:
             os.makedirs(directory, exist_ok=True)
             staging = tempfile.mkdtemp(prefix=".staging-", dir=directory)
             try:
+                encoder, record = self._encoder_to_record(state)
                 files = index_files.write_data_files(
                     staging,
                     faiss_index=state.faiss_index,
                     passages=[p.to_dict() for p in state.passages],
                     embeddings=state.embeddings,
+                    extra_files=encoder_records.write_encoder_files(
+                        encoder, record, staging
+                    ),
                 )
                 data_folder = f"data-{uuid.uuid4().hex}"
                 os.rename(staging, os.path.join(directory, data_folder))
@@ -451,6 +465,7 @@ class PassageIndex:
                 "metric": METRIC,
                 "count": len(state.passages),
                 "encoder_identity": state.encoder_identity,
+                "encoder": record,
                 "index_factory": self.index_factory,
                 "search_parameters": self.search_parameters,
                 "data_folder": data_folder,
@@ -463,14 +478,35 @@ class PassageIndex:
             self.directory = os.path.abspath(directory)
             self.has_unsaved_changes = False
 
+    def _encoder_to_record(self, state):
+        """`(encoder, record)` to save: the encoder's record if it produced
+        the stored embeddings and can be rebuilt from one, else `(None, None)`."""
+        record = self._encoder_record
+        if self._encoder is None and record is not None:
+            # Recorded but not rebuilt (a MiniLM index not yet searched with
+            # strings): the record alone suffices where there are no files.
+            if encoder_records.ENCODER_FILES[record["class_name"]]:
+                return None, None
+            return None, record
+        encoder = self._encoder
+        if encoder is None or encoder.identity != state.encoder_identity:
+            return None, None
+        record = encoder_records.encoder_record(encoder)
+        return (encoder, record) if record is not None else (None, None)
+
     @classmethod
-    def load(cls, directory, encoder=None, mmap=False, verify_checksums=True):
+    def load(cls, directory, encoder="auto", mmap=False, verify_checksums=True):
         """Loads an index written by `save`, refusing damaged or mismatched ones.
 
         Args:
             directory: the index folder.
-            encoder: optional encoder for string queries; its `identity` and
-                `dim` must match the ones the index was built with.
+            encoder: `"auto"` (default): the encoder the index records (a
+                `TfidfEncoder` is read from the index's files and checked at
+                once; a `MiniLMEncoder` is built and checked on first use, so
+                loading stays fast), or None if it records none. `None`: no
+                encoder (search with vectors). Or an encoder for string
+                queries, whose `identity` and `dim` must match the ones the
+                index was built with.
             mmap: bool. If True, embeddings are memory-mapped (`mmap_mode="r"`)
                 and the FAISS index is read with `faiss.IO_FLAG_MMAP`, so large
                 indexes load without reading them into memory.
@@ -481,9 +517,25 @@ class PassageIndex:
             A `PassageIndex`.
         """
         directory = os.fspath(directory)
-        manifest, faiss_index, embeddings, passages = index_files.read_index_files(
-            directory, FORMAT_VERSION, mmap, verify_checksums
+        restore = isinstance(encoder, str) and encoder == "auto"
+
+        def read_encoder(manifest, folder):
+            record = manifest.get("encoder")
+            encoder_records.check_encoder_record(
+                record, os.path.join(directory, index_files.MANIFEST_FILE)
+            )
+            if not restore:
+                return record, (None, None)
+            return record, encoder_records.read_encoder(
+                record, folder, manifest["encoder_identity"], manifest["dim"]
+            )
+
+        manifest, faiss_index, embeddings, passages, restored = (
+            index_files.read_index_files(
+                directory, FORMAT_VERSION, mmap, verify_checksums, read_extra=read_encoder
+            )
         )
+        record, (restored_encoder, encoder_factory) = restored
         count, dim = manifest["count"], manifest["dim"]
         if (
             faiss_index.ntotal != count
@@ -497,7 +549,9 @@ class PassageIndex:
                 f"faiss_index=(ntotal={faiss_index.ntotal}, d={faiss_index.d}), "
                 f"embeddings.shape={embeddings.shape}, num_passages={len(passages)}"
             )
-        if encoder is not None:
+        if restore:
+            encoder = restored_encoder
+        elif encoder is not None:
             encoder = as_text_encoder(encoder)
             check_encoder_matches(encoder, manifest)
         index = cls(
@@ -511,7 +565,71 @@ class PassageIndex:
             directory=os.path.abspath(directory),
         )
         apply_search_parameters(faiss_index, manifest["search_parameters"])
+        if encoder_factory is not None:
+            index._encoder_factory = encoder_factory
+        if restore or encoder is None:
+            index._encoder_record = record
         return index
+
+    @staticmethod
+    def describe(directory, verify_checksums=True):
+        """What a saved index holds, without loading it: a JSON-ready dict.
+
+        Keys: `directory`, `format_version`, `count`, `dim`, `metric`,
+        `index_factory`, `search_parameters`, `encoder` (`class_name`,
+        `config`, `identity`, `restorable`), `files` (each file's `bytes`,
+        `sha256` and `state`: `"ok"`, `"missing"`, `"size mismatch"`,
+        `"checksum mismatch"`, or `"size ok"` when checksums are not
+        verified), `checksums` (`"ok"`, `"damaged"` or `"not verified"`)
+        and `bytes` (all data files).
+
+        Args:
+            directory: the index folder.
+            verify_checksums: bool, hash every file (else sizes only).
+
+        Example:
+
+        >>> import tempfile, numpy as np
+        >>> folder = tempfile.mkdtemp()
+        >>> PassageIndex.from_embeddings(
+        ...     [{"id": "a", "text": "a"}, {"id": "b", "text": "b"}], np.eye(2)
+        ... ).save(folder)
+        >>> info = PassageIndex.describe(folder)
+        >>> info["count"], info["dim"], info["checksums"]
+        (2, 2, 'ok')
+        """
+        directory = os.fspath(directory)
+        manifest = index_files.read_manifest(directory, FORMAT_VERSION)
+        record = manifest.get("encoder")
+        encoder_records.check_encoder_record(
+            record, os.path.join(directory, index_files.MANIFEST_FILE)
+        )
+        files = index_files.file_states(directory, manifest, verify_checksums)
+        states = {entry["state"] for entry in files.values()}
+        if states <= {"ok"}:
+            checksums = "ok"
+        elif states <= {"ok", "size ok"}:
+            checksums = "not verified"
+        else:
+            checksums = "damaged"
+        return {
+            "directory": os.path.abspath(directory),
+            "format_version": manifest["format_version"],
+            "count": manifest["count"],
+            "dim": manifest["dim"],
+            "metric": manifest["metric"],
+            "index_factory": manifest["index_factory"],
+            "search_parameters": manifest["search_parameters"],
+            "encoder": {
+                "class_name": record["class_name"] if record else None,
+                "config": record["config"] if record else None,
+                "identity": manifest["encoder_identity"],
+                "restorable": record is not None,
+            },
+            "files": files,
+            "checksums": checksums,
+            "bytes": sum(entry["bytes"] for entry in files.values()),
+        }
 
     def __repr__(self):
         return (
@@ -529,6 +647,44 @@ def _make_state(faiss_index, embeddings, passages, encoder_identity):
         rows_by_id={p.id: row for row, p in enumerate(passages)},
         encoder_identity=encoder_identity,
     )
+
+
+def check_index_factory(index_factory, dim, num_passages):
+    """Returns an empty FAISS index for `index_factory`, or raises `ValueError`.
+
+    Checks that FAISS parses the string for `dim`-dimensional vectors with
+    the inner-product metric, and that `num_passages` vectors are enough to
+    train it (IVF lists, PQ codebooks). Cheap: call it before encoding.
+
+    Example:
+
+    >>> check_index_factory("HNSW32", 8, 10).d
+    8
+    """
+    if not isinstance(index_factory, str):
+        raise ValueError(
+            "Expected a `faiss.index_factory` string such as 'Flat', 'HNSW32', "
+            f"'IVF256,Flat' or 'IVF256,PQ16'. Received: index_factory={index_factory!r}"
+        )
+    try:
+        faiss_index = faiss.index_factory(dim, index_factory, faiss.METRIC_INNER_PRODUCT)
+    except (RuntimeError, TypeError) as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown"
+        raise ValueError(
+            "Expected a `faiss.index_factory` string such as 'Flat', "
+            f"'HNSW32', 'IVF256,Flat' or 'IVF256,PQ16' ({reason}). "
+            f"Received: index_factory={index_factory!r}"
+        ) from None
+    if not faiss_index.is_trained:
+        required = min_training_points(faiss_index)
+        if num_passages < required:
+            raise ValueError(
+                f"Index {index_factory!r} must be trained on at least "
+                f"{required} passages; use fewer IVF lists / PQ bits or a "
+                "'Flat'/'HNSW32' index for small corpora. Received: "
+                f"num_passages={num_passages}"
+            )
+    return faiss_index
 
 
 def check_k(k):

@@ -275,6 +275,23 @@ class PassageRetriever(keras.layers.Layer):
 
     # Export and serialisation.
 
+    def save_own_variables(self, store):
+        # The tensor backend's embeddings are a copy of the index's (created on
+        # first use of that backend): only the passage token ids are state.
+        if self.passage_token_ids is not None:
+            store["0"] = keras.ops.convert_to_numpy(self.passage_token_ids)
+
+    def load_own_variables(self, store):
+        expected = 0 if self.passage_token_ids is None else 1
+        if len(store.keys()) != expected:
+            raise ValueError(
+                f"PassageRetriever '{self.name}' expected {expected} saved variables "
+                f"(the passage token ids). Received: {len(store.keys())} variables"
+            )
+        if self.passage_token_ids is not None:
+            self.passage_token_ids.assign(store["0"])
+        self.refresh()
+
     def _trackable_children(self, save_type="checkpoint", **kwargs):
         # SavedModel export walks the object graph with save_type="savedmodel".
         if save_type == "savedmodel" and self.backend == "faiss":

@@ -80,12 +80,7 @@ class TfidfEncoder:
     def identity(self):
         """`"tfidf-svd/<dim>/<hash of vocabulary and weights>"`."""
         self._check_fitted()
-        digest = hashlib.sha256(
-            json.dumps(self.vocabulary, sort_keys=True).encode()
-        )
-        digest.update(self.idf.tobytes())
-        digest.update(self.components.tobytes())
-        return f"tfidf-svd/{self.dim}/{digest.hexdigest()[:16]}"
+        return tfidf_identity(self.vocabulary, self.idf, self.components)
 
     def encode(self, texts, batch_size=None, verbose=0):
         """Encodes strings into a float32 `(n, dim)` NumPy array.
@@ -128,7 +123,8 @@ class TfidfEncoder:
 
     @classmethod
     def load(cls, directory):
-        """Loads an encoder written by `save`."""
+        """Loads an encoder written by `save`, refusing inconsistent files."""
+        directory = os.fspath(directory)
         config_path = os.path.join(directory, CONFIG_FILE)
         arrays_path = os.path.join(directory, ARRAYS_FILE)
         for path in (config_path, arrays_path):
@@ -137,13 +133,29 @@ class TfidfEncoder:
                     "Expected a folder written by `TfidfEncoder.save`. "
                     f"Received: missing file={path!r}"
                 )
-        with open(config_path) as f:
-            config = json.load(f)
-        encoder = cls(config["dim"], tuple(config["ngram_range"]), config["seed"])
-        encoder.vocabulary = config["vocabulary"]
-        with np.load(arrays_path, allow_pickle=False) as arrays:
-            encoder.idf = arrays["idf"]
-            encoder.components = arrays["components"]
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                config = json.load(f)
+            encoder = cls(config["dim"], tuple(config["ngram_range"]), config["seed"])
+            vocabulary = config["vocabulary"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"The TF-IDF encoder configuration cannot be read ({error!r}). "
+                f"Received: file={config_path!r}"
+            ) from None
+        try:
+            with np.load(arrays_path, allow_pickle=False) as arrays:
+                idf = np.asarray(arrays["idf"])
+                components = np.asarray(arrays["components"])
+        except (ValueError, KeyError, OSError) as error:
+            raise ValueError(
+                f"The TF-IDF encoder arrays cannot be read ({error!r}). "
+                f"Received: file={arrays_path!r}"
+            ) from None
+        _check_fitted_state(vocabulary, idf, components, directory)
+        encoder.vocabulary = vocabulary
+        encoder.idf = idf.astype(np.float64)
+        encoder.components = components.astype(np.float32)
         return encoder
 
     def _check_fitted(self):
@@ -152,3 +164,40 @@ class TfidfEncoder:
                 "This TfidfEncoder is not fitted; call `fit(texts)` first. "
                 "Received: components=None"
             )
+
+
+def tfidf_identity(vocabulary, idf, components):
+    """`"tfidf-svd/<dim>/<hash>"` of a vocabulary `{term: column}`, the float64
+    IDF weights `(V,)` and the float32 SVD components `(dim, V)`."""
+    digest = hashlib.sha256(json.dumps(vocabulary, sort_keys=True).encode())
+    digest.update(np.asarray(idf, dtype=np.float64).tobytes())
+    digest.update(np.asarray(components, dtype=np.float32).tobytes())
+    return f"tfidf-svd/{components.shape[0]}/{digest.hexdigest()[:16]}"
+
+
+def _check_fitted_state(vocabulary, idf, components, directory):
+    size = len(vocabulary) if isinstance(vocabulary, dict) else -1
+    valid = (
+        size > 1
+        and all(isinstance(t, str) for t in vocabulary)
+        and sorted(
+            v if isinstance(v, int) and not isinstance(v, bool) else -1
+            for v in vocabulary.values()
+        ) == list(range(size))
+        and idf.shape == (size,)
+        and components.ndim == 2
+        and components.shape[1] == size
+        and 0 < components.shape[0] < size
+        and idf.dtype.kind == "f"
+        and components.dtype.kind == "f"
+        and np.isfinite(idf).all()
+        and np.isfinite(components).all()
+    )
+    if not valid:
+        raise ValueError(
+            "The TF-IDF encoder files disagree: expected a vocabulary mapping "
+            "V terms to the columns 0..V-1, idf of shape (V,) and components "
+            "of shape (dim, V), all finite. Received: "
+            f"directory={directory!r}, vocabulary size={size}, "
+            f"idf.shape={idf.shape}, components.shape={components.shape}"
+        )

@@ -171,7 +171,11 @@ def test_save_load_round_trip(tmp_path, tfidf, tfidf_index):
     assert manifest["count"] == len(tfidf_index) and manifest["dim"] == 64
     assert manifest["metric"] == "inner_product"
     assert manifest["encoder_identity"] == tfidf.identity
-    assert set(manifest["files"]) == {"index", "passages", "embeddings"}
+    assert set(manifest["files"]) == {
+        "index", "passages", "embeddings",
+        "encoder:tfidf_encoder.json", "encoder:tfidf_encoder.npz",
+    }
+    assert manifest["encoder"]["class_name"] == "TfidfEncoder"
     assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
 
     for mmap in (False, True):
