@@ -13,7 +13,9 @@ import pathlib
 import subprocess
 import sys
 
-BENCHMARKS = ("distiller_bench.py", "retrieval_bench.py", "rag_quality_bench.py")
+BENCHMARKS = (
+    "distiller_bench.py", "retrieval_bench.py", "serving_bench.py", "rag_quality_bench.py",
+)
 
 
 def main(argv=None):

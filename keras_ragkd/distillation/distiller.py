@@ -8,6 +8,8 @@ from keras_ragkd.distillation import cached_batch
 from keras_ragkd.distillation.losses import hard_loss_values
 from keras_ragkd.distillation.losses import kd_divergence
 from keras_ragkd.distillation.losses import topk_kd_divergence
+from keras_ragkd.pipelines import is_raw_text
+from keras_ragkd.pipelines import preprocessed_dataset
 
 _LOGIT_LOSSES = {
     "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
@@ -200,6 +202,53 @@ class Distiller(keras.Model):
         self.compile(**config)
         if self.built:
             self.optimizer.build(self.trainable_variables)
+
+    def fit(self, x=None, y=None, batch_size=None, validation_data=None, shuffle=True,
+            sample_weight=None, **kwargs):
+        """`keras.Model.fit`; raw text goes through the student's preprocessor.
+
+        For a student that is a task model with a `preprocessor` (keras-hub
+        tasks, `RagQuestionAnswerer`), `x` may be what the student's own `fit`
+        takes, e.g. question and answer strings: they are preprocessed (and
+        shuffled each epoch) by the student's `preprocess_samples`, and the
+        teacher reads the same inputs, so both must share the preprocessing
+        (as RAG teachers and students share an output vocabulary).
+        """
+        preprocess = self._student_preprocessing()
+        if preprocess is not None and is_raw_text(x):
+            x = preprocessed_dataset(preprocess, x, y, sample_weight, batch_size, shuffle)
+            y = sample_weight = batch_size = None
+            shuffle = False  # Done by the dataset, each epoch.
+        if preprocess is not None and validation_data is not None:
+            validation_data = self._preprocessed_validation(preprocess, validation_data)
+        return super().fit(
+            x, y, batch_size=batch_size, validation_data=validation_data, shuffle=shuffle,
+            sample_weight=sample_weight, **kwargs,
+        )
+
+    def evaluate(self, x=None, y=None, batch_size=None, sample_weight=None, **kwargs):
+        """`keras.Model.evaluate`; raw text goes through the student's preprocessor."""
+        preprocess = self._student_preprocessing()
+        if preprocess is not None and is_raw_text(x):
+            x = preprocessed_dataset(preprocess, x, y, sample_weight, batch_size)
+            y = sample_weight = batch_size = None
+        return super().evaluate(
+            x, y, batch_size=batch_size, sample_weight=sample_weight, **kwargs
+        )
+
+    def _student_preprocessing(self):
+        """The student's `preprocess_samples` when it is a task with a preprocessor."""
+        if getattr(self.student, "preprocessor", None) is None:
+            return None
+        return getattr(self.student, "preprocess_samples", None)
+
+    @staticmethod
+    def _preprocessed_validation(preprocess, validation_data):
+        if isinstance(validation_data, tuple) and is_raw_text(validation_data[0]):
+            return preprocessed_dataset(preprocess, *validation_data)
+        if is_raw_text(validation_data):
+            return preprocessed_dataset(preprocess, validation_data)
+        return validation_data
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -7,17 +7,23 @@ from keras_ragkd.rag.marginalization import NEGATIVE_LOG_PROB
 
 def beam_search(next_log_probs, batch_size, vocabulary_size, start_id, end_id,
                 max_length, num_beams=1, padding_id=0):
-    """Beam search (greedy when `num_beams=1`) for `max_length` steps.
+    """Beam search (greedy when `num_beams=1`) for up to `max_length` steps.
 
-    Finished beams (that emitted `end_id`) continue with `padding_id` at no
-    cost; once every beam has finished, the remaining steps skip
-    `next_log_probs` (early stop). The loop is unrolled, so wrap calls in a
-    `tf.function` to compile them once.
+    The loop is a `tf.while_loop` over a fixed-size buffer of token ids
+    (`(batch * num_beams, max_length + 1)`, the start token first and
+    `padding_id` after the last generated token), so it traces once, runs in
+    an exported SavedModel and compiles with XLA. Finished beams (that emitted
+    `end_id`) continue with `padding_id` at no cost, and the loop stops once
+    every beam has finished (early stop).
 
     Args:
-        next_log_probs: callable mapping decoder ids `(batch * num_beams, t)`
-            (beams of one example are contiguous) to the next token's
-            log-probabilities `(batch * num_beams, vocabulary_size)`.
+        next_log_probs: callable `(ids, position)` → the log-probabilities
+            `(batch * num_beams, vocabulary_size)` of the token after
+            `position`, where `ids` is the int32 buffer
+            `(batch * num_beams, max_length + 1)` (beams of one example are
+            contiguous) filled up to `position` (an int32 scalar tensor). A
+            causal decoder can read the whole buffer and take its outputs at
+            `position`.
         batch_size: int or scalar tensor.
         vocabulary_size: int.
         start_id: int, the first decoder input token.
@@ -34,28 +40,32 @@ def beam_search(next_log_probs, batch_size, vocabulary_size, start_id, end_id,
     Example:
 
     >>> import numpy as np
-    >>> table = np.log(np.array([[0.1, 0.1, 0.7, 0.1], [0.7, 0.1, 0.1, 0.1]]))
-    >>> def next_log_probs(ids):
-    ...     return tf.gather(table, tf.cast(ids[:, -1] == 2, "int32"))
+    >>> table = tf.math.log([[0.1, 0.1, 0.7, 0.1], [0.7, 0.1, 0.1, 0.1]])
+    >>> def next_log_probs(ids, position):
+    ...     return tf.gather(table, tf.cast(ids[:, position] == 2, "int32"))
     >>> ids, _ = beam_search(next_log_probs, 1, 4, start_id=1, end_id=3,
     ...                      max_length=2)
     >>> ids.numpy().tolist()
     [[[2, 0]]]
     """
-    if num_beams < 1 or max_length < 1:
-        raise ValueError(
-            "`num_beams` and `max_length` must be positive integers. "
-            f"Received: num_beams={num_beams}, max_length={max_length}"
-        )
+    for name, value in (("num_beams", num_beams), ("max_length", max_length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"`{name}` must be a positive integer. Received: {name}={value!r}"
+            )
     rows = batch_size * num_beams
-    ids = tf.fill([rows, 1], tf.constant(start_id, "int32"))
+    starts = tf.fill([rows, 1], tf.constant(start_id, "int32"))
+    ids = tf.concat(
+        [starts, tf.fill([rows, max_length], tf.constant(padding_id, "int32"))], axis=1
+    )
     first_beam_only = tf.one_hot(0, num_beams, on_value=0.0, off_value=NEGATIVE_LOG_PROB)
     scores = tf.tile(first_beam_only[None, :], [batch_size, 1])
     finished = tf.zeros([rows], "bool")
     pad_only = tf.one_hot(padding_id, vocabulary_size, on_value=0.0, off_value=NEGATIVE_LOG_PROB)
+    positions = tf.range(max_length + 1)
 
-    def step(ids, scores, finished):
-        log_probs = tf.cast(next_log_probs(ids), "float32")
+    def step(position, ids, scores, finished):
+        log_probs = tf.cast(next_log_probs(ids, position), "float32")
         log_probs = tf.where(finished[:, None], pad_only[None, :], log_probs)
         candidates = scores[:, :, None] + tf.reshape(
             log_probs, [batch_size, num_beams, vocabulary_size]
@@ -66,28 +76,34 @@ def beam_search(next_log_probs, batch_size, vocabulary_size, start_id, end_id,
         parent = flat_index // vocabulary_size
         token = tf.cast(flat_index % vocabulary_size, "int32")
         previous = tf.gather(
-            tf.reshape(ids, [batch_size, num_beams, -1]), parent, batch_dims=1
+            tf.reshape(ids, [batch_size, num_beams, max_length + 1]), parent, batch_dims=1
         )
-        ids = tf.reshape(
-            tf.concat([previous, token[:, :, None]], axis=-1), [rows, -1]
-        )
+        previous = tf.reshape(previous, [rows, max_length + 1])
+        # Write `token` at `position + 1` of the parent beam's buffer.
+        here = tf.equal(positions, position + 1)[None, :]
+        ids = tf.where(here, tf.reshape(token, [rows, 1]), previous)
         was_finished = tf.gather(
             tf.reshape(finished, [batch_size, num_beams]), parent, batch_dims=1
         )
         finished = tf.reshape(
             was_finished | tf.equal(token, end_id) | tf.equal(token, padding_id), [rows]
         )
-        return ids, scores, finished
+        return position + 1, ids, scores, finished
 
-    def pad(ids, scores, finished):
-        return tf.pad(ids, [[0, 0], [0, 1]], constant_values=padding_id), scores, finished
+    def not_done(position, ids, scores, finished):
+        return tf.logical_and(position < max_length, tf.logical_not(tf.reduce_all(finished)))
 
-    for _ in range(max_length):
-        # Once every beam has ended, the remaining steps only pad.
-        ids, scores, finished = tf.cond(
-            tf.reduce_all(finished),
-            lambda: pad(ids, scores, finished),
-            lambda: step(ids, scores, finished),
-        )
+    _, ids, scores, _ = tf.while_loop(
+        not_done,
+        step,
+        (tf.constant(0, "int32"), ids, scores, finished),
+        shape_invariants=(
+            tf.TensorShape([]),
+            tf.TensorShape([None, max_length + 1]),
+            tf.TensorShape([None, num_beams]),
+            tf.TensorShape([None]),
+        ),
+        maximum_iterations=max_length,
+    )
     token_ids = tf.reshape(ids[:, 1:], [batch_size, num_beams, max_length])
     return token_ids, scores

@@ -1,7 +1,5 @@
 """`RagPreprocessor`: raw question/answer strings to RAG model inputs."""
 
-import re
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -11,9 +9,13 @@ import tensorflow_text as tf_text
 # `vocabulary_ids[i]`.
 PADDING_ID, UNKNOWN_ID, START_ID, END_ID = 0, 1, 2, 3
 
-_JOIN_AROUND = re.compile(r"\s*([-'])\s*")
-_JOIN_BEFORE = re.compile(r"\s+([,.;:)])")
-_JOIN_AFTER = re.compile(r"([(])\s+")
+# (RE2 pattern, rewrite) pairs that join WordPiece's space-separated words
+# back around hyphens, apostrophes, punctuation and brackets.
+_TIDY_RULES = (
+    (r"\s*([-'])\s*", r"\1"),
+    (r"\s+([,.;:)])", r"\1"),
+    (r"([(])\s+", r"\1"),
+)
 
 
 def strip_accents(texts):
@@ -29,12 +31,6 @@ def strip_accents(texts):
 def _special_ids(tokenizer):
     """WordPiece ids of `[PAD]`, `[UNK]`, `[CLS]`, `[SEP]` (reduced ids 0-3)."""
     return [tokenizer.token_to_id(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]")]
-
-
-def _tidy(text):
-    text = _JOIN_AROUND.sub(r"\1", text)
-    text = _JOIN_BEFORE.sub(r"\1", text)
-    return _JOIN_AFTER.sub(r"\1", text).strip()
 
 
 @keras.saving.register_keras_serializable(package="keras_ragkd")
@@ -123,6 +119,11 @@ class RagPreprocessor(keras.layers.Layer):
             input_signature=[tf.TensorSpec([None], tf.string)],
             autograph=False,
         )
+        self._detokenize_function = tf.function(
+            self.detokenize_to_tensor,
+            input_signature=[tf.TensorSpec([None, None], tf.int32)],
+            autograph=False,
+        )
 
     def build(self, input_shape=None):
         self.built = True
@@ -164,6 +165,16 @@ class RagPreprocessor(keras.layers.Layer):
         specials = _special_ids(tokenizer)
         others = sorted(set(range(tokenizer.vocabulary_size())) - set(specials))
         return cls(tokenizer, specials + others, **kwargs)
+
+    @property
+    def padding_id(self):
+        """The padding token id of inputs and labels: the `ignore_class` of losses.
+
+        RAG-Token outputs are log-probabilities; a `Distiller` between two RAG
+        models takes them as logits (`log_softmax` leaves them unchanged) and
+        must ignore this label: `Distiller(..., ignore_class=preprocessor.padding_id)`.
+        """
+        return PADDING_ID
 
     @property
     def vocabulary_size(self):
@@ -221,17 +232,30 @@ class RagPreprocessor(keras.layers.Layer):
         """Reduced ids `(batch, time)` → NumPy array of answer strings.
 
         Decoding stops at the first `[SEP]`; padding and `[CLS]` are dropped.
+        The work is `detokenize_to_tensor`, in the graph.
         """
-        token_ids = np.asarray(keras.ops.convert_to_numpy(token_ids)).astype("int32")
-        full_ids = self._to_full.numpy()
-        rows = []
-        for row in token_ids.tolist():
-            if END_ID in row:
-                row = row[: row.index(END_ID)]
-            rows.append([int(full_ids[i]) for i in row if i not in (PADDING_ID, START_ID)])
-        texts = self.tokenizer.detokenize(tf.ragged.constant(rows, dtype="int32", ragged_rank=1))
-        texts = [t.decode() if isinstance(t, bytes) else str(t) for t in texts]
-        return np.asarray([_tidy(text) for text in texts], dtype=object)
+        token_ids = tf.convert_to_tensor(keras.ops.convert_to_numpy(token_ids), "int32")
+        texts = self._detokenize_function(token_ids).numpy()
+        return np.asarray([text.decode("utf-8") for text in texts], dtype=object)
+
+    def detokenize_to_tensor(self, token_ids):
+        """Reduced ids `(batch, time)` → `tf.string` answers `(batch,)`, TF ops only.
+
+        Runs inside a `tf.function` or an exported SavedModel: ids are cut at
+        the first `[SEP]`, padding and `[CLS]` dropped, mapped back to
+        WordPiece ids and joined by the tokenizer (`##` pieces glued to their
+        word), then spaces around hyphens, apostrophes and punctuation are
+        tidied ("côte d ' ivoire" → "côte d'ivoire").
+        """
+        token_ids = tf.cast(token_ids, "int32")
+        before_end = tf.equal(tf.cumsum(tf.cast(tf.equal(token_ids, END_ID), "int32"), axis=1), 0)
+        keep = before_end & tf.not_equal(token_ids, PADDING_ID) & tf.not_equal(token_ids, START_ID)
+        kept = tf.ragged.boolean_mask(token_ids, keep)
+        full_ids = tf.ragged.map_flat_values(tf.gather, self._to_full, kept)
+        texts = self.tokenizer.detokenize(full_ids)
+        for pattern, rewrite in _TIDY_RULES:
+            texts = tf.strings.regex_replace(texts, pattern, rewrite)
+        return tf.strings.strip(texts)
 
     def get_config(self):
         config = super().get_config()

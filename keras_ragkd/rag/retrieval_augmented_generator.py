@@ -252,7 +252,9 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
         RAG-Token decoding runs one beam search over the per-token marginal.
         RAG-Sequence decoding runs a beam search per passage, then rescores
         every candidate under every passage ("thorough" decoding) and keeps
-        the best `logsumexp_z(log P(z|x) + log P(y|x, z))`.
+        the best `logsumexp_z(log P(z|x) + log P(y|x, z))`. Both loops are
+        `tf.while_loop`s (see `beam_search`), so a `tf.function` around this
+        method traces once and exports.
 
         Args:
             inputs: dict with `"query"` and `"question_token_ids"`.
@@ -269,6 +271,19 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
             A tuple `(token_ids, scores)`: int32 `(batch, max_length)`
             (ending with `end_id` then padding) and float32 `(batch,)`.
         """
+        context = self.encode_context(inputs, training=False)
+        return self.decode_context(
+            context, start_id, end_id, max_length=max_length, num_beams=num_beams,
+            vocabulary_size=vocabulary_size, marginalization=marginalization,
+        )
+
+    def decode_context(self, context, start_id, end_id, max_length=8, num_beams=1,
+                       vocabulary_size=None, marginalization=None):
+        """`generate_token_ids` from an `encode_context` result.
+
+        Callers that also need the retrieved passages (`context["retrieved"]`)
+        retrieve once and decode from the same context.
+        """
         marginalization = marginalization or self.marginalization
         if marginalization not in MARGINALIZATIONS:
             raise ValueError(
@@ -276,8 +291,7 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
                 f"Received: marginalization={marginalization!r}"
             )
         vocabulary_size = vocabulary_size or self.generator.vocabulary_size
-        context = self.encode_context(inputs, training=False)
-        batch_size = tf.shape(inputs["question_token_ids"])[0]
+        batch_size = tf.shape(context["retrieved"]["rows"])[0]
         search = dict(
             vocabulary_size=vocabulary_size, start_id=start_id, end_id=end_id,
             max_length=max_length, num_beams=num_beams, padding_id=self.padding_id,
@@ -287,6 +301,11 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
             return ids[:, 0], scores[:, 0]
         return self._sequence_search(context, batch_size, search)
 
+    def _next_token_log_probs(self, encoded, ids, position):
+        """Per-passage log-probabilities of the token after `position`."""
+        per_doc = self._token_log_probs(encoded, ids)
+        return tf.gather(per_doc, position, axis=1)
+
     def _token_search(self, context, batch_size, search):
         beams, n_docs = search["num_beams"], self.n_docs
         encoded = {
@@ -295,9 +314,9 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
         }
         doc_log_probs = tf.repeat(context["retrieved"]["doc_log_probs"], beams, axis=0)
 
-        def next_log_probs(ids):
-            per_doc = self._token_log_probs(encoded, tf.repeat(ids, n_docs, axis=0))
-            last = tf.reshape(per_doc[:, -1], [-1, n_docs, search["vocabulary_size"]])
+        def next_log_probs(ids, position):
+            last = self._next_token_log_probs(encoded, tf.repeat(ids, n_docs, axis=0), position)
+            last = tf.reshape(last, [-1, n_docs, search["vocabulary_size"]])
             return tf.reduce_logsumexp(doc_log_probs[:, :, None] + last, axis=1)
 
         return beam_search(next_log_probs, batch_size, **search)
@@ -309,8 +328,8 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
             for key, value in context["encoded"].items()
         }
 
-        def next_log_probs(ids):
-            return self._token_log_probs(encoded, ids)[:, -1]
+        def next_log_probs(ids, position):
+            return self._next_token_log_probs(encoded, ids, position)
 
         candidates, _ = beam_search(next_log_probs, batch_size * n_docs, **search)
         n_candidates = n_docs * beams

@@ -1,25 +1,27 @@
 """SavedModel export that never embeds a Python (FAISS) callback."""
 
-import os
-import shutil
-import tempfile
-
-from keras_ragkd.io_utils import replace_directory
-from keras_ragkd.retrieval import use_backend
-from keras_ragkd.retrieval.retriever import PassageRetriever
-from keras_ragkd.retrieval.retriever import forget_traced_functions
+from keras_ragkd.rag import RagQuestionAnswerer
+from keras_ragkd.rag.exporting import check_exact_retrieval
+from keras_ragkd.rag.exporting import in_graph_retrieval
+from keras_ragkd.rag.exporting import write_atomically
 
 
-def export_model(model, path, input_signature=None, verbose=False):
+def export_model(model, path, input_signature=None, verbose=False, exact_retrieval=False,
+                 **kwargs):
     """Exports `model` as a TensorFlow SavedModel with in-graph retrieval.
 
     Every `PassageRetriever` using the `"faiss"` backend (a `tf.py_function`,
     whose Python body a SavedModel cannot hold) is switched to the `"tensor"`
     backend for the export and switched back afterwards, so the artifact is
-    self-contained: reload it anywhere with `tf.saved_model.load(path)` and
-    call `serve(...)`. For a `"Flat"` index the exported model returns the same
-    passages as the original one. The export is written to a temporary folder
-    beside `path` and then moved into place.
+    self-contained. A `RagQuestionAnswerer` is exported with its string
+    signatures (`serve`: questions → answers, passage ids and `P(z|x)`;
+    `retrieve`), see `RagQuestionAnswerer.export`; any other model with
+    `model.export` and its `serve` endpoint. The export is written to a
+    temporary folder beside `path` and then moved into place.
+
+    The exported search is exact: for an approximate index (HNSW, IVF, PQ)
+    FAISS in-process and the export can retrieve different passages, so such
+    models are refused unless `exact_retrieval=True`.
 
     Models that tokenise in the graph (e.g. `MiniLMEncoder`) use
     TensorFlow Text ops: `import tensorflow_text` before loading them (no
@@ -29,8 +31,13 @@ def export_model(model, path, input_signature=None, verbose=False):
         model: a built Keras model.
         path: destination folder (replaced if it exists).
         input_signature: optional input spec(s) as for `model.export`, e.g.
-            `[tf.TensorSpec([None], tf.string)]` for a model on raw strings.
+            `[tf.TensorSpec([None], tf.string)]` for a model on raw strings
+            (not for a `RagQuestionAnswerer`, whose signatures are fixed).
         verbose: bool, print the exported endpoints.
+        exact_retrieval: bool, allow exporting approximate indexes with exact
+            search.
+        **kwargs: decoding settings of a `RagQuestionAnswerer`'s `serve`
+            (`max_length`, `num_beams`, `marginalization`).
 
     Returns:
         The absolute export path.
@@ -45,30 +52,25 @@ def export_model(model, path, input_signature=None, verbose=False):
     outputs = reloaded.serve(tf.constant(["What is the capital of France?"]))
     ```
     """
-    path = os.path.abspath(os.fspath(path))
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    retrievers = [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if isinstance(layer, PassageRetriever)
-    ]
-    previous_backends = [retriever.backend for retriever in retrievers]
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.export-", dir=parent)
-    try:
-        use_backend(model, "tensor")
+    if isinstance(model, RagQuestionAnswerer):
+        if input_signature is not None:
+            raise ValueError(
+                "A `RagQuestionAnswerer` exports with fixed string signatures. "
+                f"Received: input_signature={input_signature!r}"
+            )
+        return model.export(path, verbose=verbose, exact_retrieval=exact_retrieval, **kwargs)
+    if kwargs:
+        raise ValueError(
+            "Decoding settings apply to `RagQuestionAnswerer` models only. "
+            f"Received: {sorted(kwargs)}"
+        )
+    check_exact_retrieval(model, exact_retrieval)
+
+    def write(staging):
         model.export(
-            staging,
-            format="tf_saved_model",
-            input_signature=input_signature,
+            staging, format="tf_saved_model", input_signature=input_signature,
             verbose=verbose,
         )
-        replace_directory(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        for retriever, backend in zip(retrievers, previous_backends):
-            retriever.set_backend(backend)
-        forget_traced_functions(model)
-    return path
+
+    with in_graph_retrieval(model):
+        return write_atomically(path, write)

@@ -9,8 +9,11 @@ from keras_ragkd.data.countries import country_questions
 from keras_ragkd.rag import CopyTransformerGenerator
 from keras_ragkd.rag import RagPreprocessor
 from keras_ragkd.rag import RetrievalAugmentedGenerator
+from keras_ragkd.rag import build_rag_question_answerer
+from keras_ragkd.rag import counterfactual_augment
 from keras_ragkd.retrieval import PassageIndex
 from keras_ragkd.retrieval import PassageRetriever
+from keras_ragkd.retrieval import load_minilm_encoder
 from keras_ragkd.text import load_minilm_tokenizer
 
 COUNTRIES = ["France", "Germany", "Peru", "Japan", "Kenya", "Canada"]
@@ -82,3 +85,43 @@ def token_rag(preprocessor, passages, n_docs=3, k=None, backend="faiss",
         marginalization=marginalization,
         doc_score_scale=5.0,
     )
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    encoder = load_minilm_encoder(sequence_length=24)
+    encoder.trainable = False
+    return encoder
+
+
+@pytest.fixture(scope="session")
+def trained(kb, encoder):
+    """A tiny RAG model trained for a few epochs on the 6-country slice.
+
+    Half the passages carry another country's facts (counterfactual
+    augmentation), so the model has to copy answers from the passages.
+    """
+    passages, questions = kb
+    train_passages, train_questions = counterfactual_augment(
+        passages, questions, COUNTRIES, fraction=0.5, seed=0
+    )
+    index = PassageIndex.build(train_passages, encoder, verbose=0)
+    texts = [p["text"] for p in passages + train_passages]
+    texts += [q[key] for q in questions + train_questions for key in ("question", "answer")]
+    preprocessor = RagPreprocessor.from_texts(
+        load_minilm_tokenizer(), texts, question_length=16, passage_length=24, answer_length=8
+    )
+    keras.utils.set_random_seed(0)
+    model = build_rag_question_answerer(
+        index, encoder, preprocessor, generator="tiny", n_docs=2, dropout=0.0
+    )
+    model.compile(optimizer=keras.optimizers.Adam(5e-3))
+    history = model.fit(
+        [q["question"] for q in train_questions],
+        [q["answer"] for q in train_questions],
+        batch_size=16,
+        epochs=12,
+        verbose=0,
+    )
+    true_index = PassageIndex.build(passages, encoder, verbose=0)
+    return model, history, index, model.with_index(true_index)

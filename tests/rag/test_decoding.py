@@ -7,8 +7,8 @@ from keras_ragkd.rag.decoding import beam_search
 def _bigram_model(table):
     table = tf.constant(np.log(table).astype("float32"))
 
-    def next_log_probs(ids):
-        return tf.gather(table, ids[:, -1])
+    def next_log_probs(ids, position):
+        return tf.gather(table, ids[:, position])
 
     return next_log_probs
 
@@ -45,9 +45,9 @@ def test_stops_calling_the_model_once_every_beam_has_ended():
     step = _bigram_model(table)
     calls = tf.Variable(0)
 
-    def counted(ids):
+    def counted(ids, position):
         calls.assign_add(1)
-        return step(ids)
+        return step(ids, position)
 
     ids, _ = tf.function(
         lambda: beam_search(counted, 2, 5, start_id=1, end_id=4, max_length=6, num_beams=2)
