@@ -228,6 +228,14 @@ class RagPreprocessor(keras.layers.Layer):
         inputs["decoder_token_ids"] = decoder_token_ids
         return keras.utils.pack_x_y_sample_weight(inputs, labels, sample_weight)
 
+    def generate_preprocess(self, questions):
+        """Question strings → the inputs `generate` decodes from (keras-hub's name)."""
+        return self(questions)
+
+    def generate_postprocess(self, token_ids):
+        """Generated reduced ids → answer strings, in the graph (keras-hub's name)."""
+        return self.detokenize_to_tensor(token_ids)
+
     def detokenize(self, token_ids):
         """Reduced ids `(batch, time)` → NumPy array of answer strings.
 

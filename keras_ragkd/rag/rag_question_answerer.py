@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_ragkd.distribute import MultiWorkerFitMixin
 from keras_ragkd.pipelines import preprocessed_dataset
 from keras_ragkd.rag.copy_generator import CopyTransformerGenerator
 from keras_ragkd.rag.exporting import export_question_answerer
@@ -64,7 +65,7 @@ def _as_raw_inputs(x, y):
 
 
 @keras.saving.register_keras_serializable(package="keras_ragkd")
-class RagQuestionAnswerer(keras.Model):
+class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
     """Question answering with retrieval-augmented generation, on raw strings.
 
     A keras-hub style task: a `RagPreprocessor` (tokenisation in `tf.data`)
@@ -222,7 +223,7 @@ class RagQuestionAnswerer(keras.Model):
         vocabulary_size = self.preprocessor.vocabulary_size
 
         def answer(questions):
-            inputs = self.preprocessor(questions)
+            inputs = self.preprocessor.generate_preprocess(questions)
             context = self.rag.encode_context(inputs, training=False)
             token_ids, _ = self.rag.decode_context(
                 context,
@@ -234,7 +235,7 @@ class RagQuestionAnswerer(keras.Model):
                 marginalization=marginalization,
             )
             outputs = self._passages_of(context["retrieved"])
-            outputs["answers"] = self.preprocessor.detokenize_to_tensor(token_ids)
+            outputs["answers"] = self.preprocessor.generate_postprocess(token_ids)
             return outputs
 
         return tf.function(answer, input_signature=[tf.TensorSpec([None], tf.string)])
