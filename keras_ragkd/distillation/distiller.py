@@ -8,6 +8,7 @@ from keras_ragkd.distillation import cached_batch
 from keras_ragkd.distillation.losses import hard_loss_values
 from keras_ragkd.distillation.losses import kd_divergence
 from keras_ragkd.distillation.losses import topk_kd_divergence
+from keras_ragkd.distribute import MultiWorkerFitMixin
 from keras_ragkd.pipelines import is_raw_text
 from keras_ragkd.pipelines import preprocessed_dataset
 
@@ -19,7 +20,7 @@ _LOGIT_LOSSES = {
 
 
 @keras.saving.register_keras_serializable(package="keras_ragkd")
-class Distiller(keras.Model):
+class Distiller(MultiWorkerFitMixin, keras.Model):
     """Trains a student model to match a frozen teacher (knowledge distillation).
 
     The training loss is `α · L_hard + (1 − α) · L_soft`, where `L_hard` is the
@@ -42,6 +43,12 @@ class Distiller(keras.Model):
     `val_` versions. Keras infers the direction only of `loss` and compiled
     metrics, so monitor the others with `mode="min"`, e.g.
     `ModelCheckpoint(path, monitor="val_student_loss", mode="min")`.
+
+    A `.keras` file of a Distiller reloads compiled, with its optimizer
+    state, so training continues where it stopped; the teacher and the
+    student come back as models that are not compiled (their own optimizers,
+    e.g. from training the teacher, are not distillation state and are not
+    restored).
 
     Training can also run from a `TeacherCache` instead of a live teacher:
     pass `teacher=None` (or any teacher, which is then not run) and fit on
@@ -308,7 +315,9 @@ class Distiller(keras.Model):
         config = dict(config)
         for key in ("teacher", "student"):
             if config[key] is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key])
+                config[key] = keras.saving.deserialize_keras_object(
+                    _without_compile_config(config[key])
+                )
         return cls(**config)
 
     # -- student artifacts ---------------------------------------------------
@@ -508,6 +517,23 @@ class Distiller(keras.Model):
             # Weighted metrics see exactly the positions the losses count.
             sample_weight = terms["weights"]
         return self.compute_metrics(None, y, student_logits, sample_weight)
+
+
+def _without_compile_config(serialized):
+    """A serialized model without its `compile_config` (see `Distiller` reloads).
+
+    The teacher's and the student's own compile state (an optimizer from
+    training the teacher, or one the student was compiled with before) is not
+    distillation state: the Distiller trains with its own optimizer. Kept, the
+    reloaded teacher's optimizer would be rebuilt over no trainable variables
+    (the teacher is frozen) and a student's unbuilt one over all of its
+    variables, so Keras would warn "Skipping variable loading for optimizer
+    'adam', because it has 2 variables whereas the saved optimizer has 10"
+    while the Distiller's own optimizer state loads in full.
+    """
+    serialized = dict(serialized)
+    serialized.pop("compile_config", None)
+    return serialized
 
 
 def _check_alpha(alpha):
