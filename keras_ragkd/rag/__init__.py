@@ -22,6 +22,10 @@ from keras_ragkd.rag.rag_question_answerer import build_generator
 from keras_ragkd.rag.rag_question_answerer import build_rag_question_answerer
 from keras_ragkd.rag.rag_question_answerer import make_passage_retriever
 from keras_ragkd.rag.retrieval_augmented_generator import RetrievalAugmentedGenerator
+from keras_ragkd.rag.causal_lm_generator import CausalLMGenerator
+from keras_ragkd.rag.causal_lm_preprocessor import CausalLMRagPreprocessor
+from keras_ragkd.rag.causal_lm_task import CausalLMRagQuestionAnswerer
+from keras_ragkd.rag.causal_lm_task import build_causal_lm_rag_question_answerer
 
 __all__ = [
     "CopyTransformerGenerator",
@@ -46,4 +50,8 @@ __all__ = [
     "scatter_copy_probs",
     "sequence_log_likelihood",
     "token_f1",
+    "CausalLMGenerator",
+    "CausalLMRagPreprocessor",
+    "CausalLMRagQuestionAnswerer",
+    "build_causal_lm_rag_question_answerer",
 ]

@@ -54,6 +54,11 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
     `(batch, time, vocab)` (log-softmax is applied, which leaves
     log-probabilities unchanged); if it also has `encode`/`decode` methods
     (like `CopyTransformerGenerator`) generation reuses the encoder state.
+    A decoder-only generator (`CausalLMGenerator`, a keras-hub llama-family
+    backbone) has `encode_prompts(question_token_ids, passage_token_ids)`
+    instead of `encode`: it builds one chat prompt per passage itself and
+    `decode` returns the logits at the answer positions; greedy RAG-Token
+    decoding then uses its KV cache (`rag_token_greedy_search`).
 
     Args:
         query_encoder: Keras layer, query → `(batch, dim)` embeddings.
@@ -211,6 +216,13 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
     def encode_context(self, inputs, training=None):
         """Retrieval plus the generator's encoder pass, reusable across steps."""
         retrieved = self.retrieve(inputs, training=training)
+        if hasattr(self.generator, "encode_prompts"):
+            # A decoder-only generator assembles its own prompts.
+            encoded = self.generator.encode_prompts(
+                inputs["question_token_ids"], retrieved["passage_token_ids"],
+                training=training,
+            )
+            return {"retrieved": retrieved, "encoded": encoded}
         sources, copy_mask = self._generator_sources(
             inputs["question_token_ids"], retrieved["passage_token_ids"]
         )
@@ -246,7 +258,8 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
         return add_document_log_probs(doc_log_probs, log_probs)
 
     def generate_token_ids(self, inputs, start_id, end_id, max_length=8,
-                           num_beams=1, vocabulary_size=None, marginalization=None):
+                           num_beams=1, vocabulary_size=None, marginalization=None,
+                           use_cache=True):
         """Decodes answers with RAG-Token or RAG-Sequence decoding.
 
         RAG-Token decoding runs one beam search over the per-token marginal.
@@ -266,6 +279,9 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
                 generator when it has `vocabulary_size`).
             marginalization: `"token"`, `"sequence"` or `None` for the
                 layer's own.
+            use_cache: bool. Greedy RAG-Token decoding uses the generator's
+                KV cache when it has one (`rag_token_greedy_search`, e.g.
+                `CausalLMGenerator`); False recomputes every step.
 
         Returns:
             A tuple `(token_ids, scores)`: int32 `(batch, max_length)`
@@ -275,10 +291,11 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
         return self.decode_context(
             context, start_id, end_id, max_length=max_length, num_beams=num_beams,
             vocabulary_size=vocabulary_size, marginalization=marginalization,
+            use_cache=use_cache,
         )
 
     def decode_context(self, context, start_id, end_id, max_length=8, num_beams=1,
-                       vocabulary_size=None, marginalization=None):
+                       vocabulary_size=None, marginalization=None, use_cache=True):
         """`generate_token_ids` from an `encode_context` result.
 
         Callers that also need the retrieved passages (`context["retrieved"]`)
@@ -296,6 +313,12 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
             vocabulary_size=vocabulary_size, start_id=start_id, end_id=end_id,
             max_length=max_length, num_beams=num_beams, padding_id=self.padding_id,
         )
+        if (marginalization == "token" and num_beams == 1 and use_cache
+                and hasattr(self.generator, "rag_token_greedy_search")):
+            return self.generator.rag_token_greedy_search(
+                context["encoded"], context["retrieved"]["doc_log_probs"], end_id,
+                max_length=max_length, padding_id=self.padding_id,
+            )
         if marginalization == "token":
             ids, scores = self._token_search(context, batch_size, search)
             return ids[:, 0], scores[:, 0]

@@ -1,0 +1,313 @@
+"""`CausalLMGenerator`: a keras-hub decoder-only LM as the generator of a RAG layer."""
+
+import keras
+import tensorflow as tf
+
+
+def _int_list(values, name):
+    try:
+        values = [int(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`{name}` must be a list of token ids. Received: {name}={values!r}"
+        ) from None
+    return values
+
+
+def left_pad(ragged, padding_id):
+    """Ragged ids `(rows, None)` → left-padded `(ids, mask)`, both `(rows, max_length)`.
+
+    TF ops only (runs in `tf.data`, `tf.function` and SavedModels).
+
+    Example:
+
+    >>> ids, mask = left_pad(tf.ragged.constant([[1, 2, 3], [4]]), 0)
+    >>> ids.numpy().tolist()
+    [[1, 2, 3], [0, 0, 4]]
+    """
+    lengths = tf.cast(ragged.row_lengths(), "int32")
+    width = tf.maximum(tf.reduce_max(tf.concat([lengths, [0]], axis=0)), 0)
+    right = ragged.to_tensor(padding_id, shape=[None, None])
+    right = tf.pad(right, [[0, 0], [0, width - tf.shape(right)[1]]],
+                   constant_values=padding_id)
+    source = tf.range(width)[None, :] - (width - lengths)[:, None]
+    mask = source >= 0
+    ids = tf.gather(right, tf.maximum(source, 0), batch_dims=1)
+    return tf.where(mask, ids, padding_id), mask
+
+
+@keras.saving.register_keras_serializable(package="keras_ragkd")
+class CausalLMGenerator(keras.layers.Layer):
+    """A keras-hub decoder-only backbone (llama family) as a RAG generator.
+
+    For every retrieved passage the backbone reads the chat prompt
+    `prefix + passage + middle + question + suffix` (fixed pieces from
+    `CausalLMRagPreprocessor.prompt_pieces`; the passage and question ids are
+    compacted, their padding dropped, with ragged TF ops) followed by the
+    answer, and the logits are read at the answer positions only. Prompts
+    are left-padded to a common length, so every answer token sits at the
+    same position in all rows (RoPE attends by relative position, so the
+    padding changes nothing but rounding) and cached decoding advances all
+    passages of a batch in step.
+
+    Used by `RetrievalAugmentedGenerator` through:
+
+    - `encode_prompts(question_token_ids, passage_token_ids)` → the encoded
+      context `{"prompt_token_ids", "prompt_padding_mask"}`, rows
+      `batch * n_docs`;
+    - `decode(encoded, decoder_token_ids)` → logits `(rows, time, vocab)`
+      where `decoder_token_ids` is `[start, y_0, ..., y_{T-2}]` (the start
+      token is replaced by the prompt) and output `t` predicts `y_t`;
+    - `rag_token_greedy_search(...)`: greedy RAG-Token decoding with the
+      backbone's KV cache (`call_with_cache`, as `Llama3CausalLM`).
+
+    Args:
+        backbone: a `keras_hub.models.Llama3Backbone` (or another llama-family
+            backbone with `token_embedding`, `transformer_layers`,
+            `layer_norm`).
+        prefix_ids: ids of the prompt text before the passage.
+        middle_ids: ids between the passage and the question.
+        suffix_ids: ids after the question (the assistant turn's opening).
+        padding_id: int, the padding id of the question and passage ids.
+        **kwargs: `keras.layers.Layer` arguments.
+
+    Example:
+
+    >>> import keras_hub, numpy as np
+    >>> backbone = keras_hub.models.Llama3Backbone(
+    ...     vocabulary_size=16, num_layers=1, num_query_heads=2,
+    ...     num_key_value_heads=1, hidden_dim=8, intermediate_dim=16)
+    >>> generator = CausalLMGenerator(backbone, prefix_ids=[1], middle_ids=[2],
+    ...                               suffix_ids=[3, 4])
+    >>> encoded = generator.encode_prompts(np.array([[5, 6, 0]]),
+    ...                                    np.array([[[7, 0], [8, 9]]]))
+    >>> encoded["prompt_token_ids"].numpy().tolist()
+    [[0, 1, 7, 2, 5, 6, 3, 4], [1, 8, 9, 2, 5, 6, 3, 4]]
+    >>> generator.decode(encoded, np.array([[4, 10], [4, 10]])).shape
+    TensorShape([2, 2, 16])
+    """
+
+    def __init__(self, backbone, prefix_ids=(), middle_ids=(), suffix_ids=(),
+                 padding_id=0, **kwargs):
+        super().__init__(**kwargs)
+        for name in ("token_embedding", "transformer_layers", "layer_norm"):
+            if not hasattr(backbone, name):
+                raise ValueError(
+                    "`backbone` must be a keras-hub decoder-only backbone of the "
+                    f"llama family (it has no `{name}`). Received: backbone={backbone!r}"
+                )
+        self.backbone = backbone
+        self.prefix_ids = _int_list(prefix_ids, "prefix_ids")
+        self.middle_ids = _int_list(middle_ids, "middle_ids")
+        self.suffix_ids = _int_list(suffix_ids, "suffix_ids")
+        if not self.suffix_ids:
+            raise ValueError(
+                "`suffix_ids` must not be empty: the logits of the prompt's last "
+                f"token predict the first answer token. Received: suffix_ids={suffix_ids!r}"
+            )
+        self.padding_id = int(padding_id)
+        self.built = True
+
+    @property
+    def vocabulary_size(self):
+        return int(self.backbone.vocabulary_size)
+
+    @classmethod
+    def from_preprocessor(cls, backbone, preprocessor, **kwargs):
+        """A generator over `backbone` reading `preprocessor`'s prompts."""
+        if hasattr(backbone, "backbone"):  # A keras-hub CausalLM task.
+            backbone = backbone.backbone
+        if int(backbone.vocabulary_size) != preprocessor.vocabulary_size:
+            raise ValueError(
+                "The backbone and the preprocessor's tokenizer must have the same "
+                f"vocabulary. Received: backbone.vocabulary_size={backbone.vocabulary_size}, "
+                f"preprocessor.vocabulary_size={preprocessor.vocabulary_size}"
+            )
+        return cls(backbone, padding_id=preprocessor.padding_id,
+                   **dict(preprocessor.prompt_pieces, **kwargs))
+
+    def _constant_piece(self, ids, rows):
+        piece = tf.tile(tf.constant(ids, "int32", shape=[1, len(ids)]), [rows, 1])
+        return tf.RaggedTensor.from_tensor(piece)
+
+    def encode_prompts(self, question_token_ids, passage_token_ids, training=None):
+        """Left-padded prompts, one per (question, passage) pair.
+
+        Args:
+            question_token_ids: int `(batch, question_length)`.
+            passage_token_ids: int `(batch, n_docs, passage_length)`.
+
+        Returns:
+            `{"prompt_token_ids": int32, "prompt_padding_mask": bool}`, both
+            `(batch * n_docs, prompt_length)`, passages of one question
+            contiguous.
+        """
+        passage_token_ids = tf.cast(passage_token_ids, "int32")
+        n_docs = tf.shape(passage_token_ids)[1]
+        questions = tf.repeat(tf.cast(question_token_ids, "int32"), n_docs, axis=0)
+        passages = tf.reshape(passage_token_ids, [-1, tf.shape(passage_token_ids)[-1]])
+        rows = tf.shape(passages)[0]
+        pieces = [
+            self._constant_piece(self.prefix_ids, rows),
+            tf.ragged.boolean_mask(passages, tf.not_equal(passages, self.padding_id)),
+            self._constant_piece(self.middle_ids, rows),
+            tf.ragged.boolean_mask(questions, tf.not_equal(questions, self.padding_id)),
+            self._constant_piece(self.suffix_ids, rows),
+        ]
+        ids, mask = left_pad(tf.concat(pieces, axis=1), self.padding_id)
+        return {"prompt_token_ids": ids, "prompt_padding_mask": mask}
+
+    def decode(self, encoded, decoder_token_ids, training=None):
+        """Logits of the answer tokens, `(rows, time, vocab)`.
+
+        `decoder_token_ids` is `[start, y_0, ..., y_{T-2}]`; output `t` is
+        the backbone's logits of `y_t` after `prompt + y_<t`.
+        """
+        prompt = encoded["prompt_token_ids"]
+        decoder_token_ids = tf.cast(decoder_token_ids, "int32")
+        answer_inputs = decoder_token_ids[:, 1:]
+        token_ids = tf.concat([prompt, answer_inputs], axis=1)
+        padding_mask = tf.concat(
+            [encoded["prompt_padding_mask"], tf.ones_like(answer_inputs, "bool")], axis=1
+        )
+        hidden = self.backbone(
+            {"token_ids": token_ids, "padding_mask": padding_mask}, training=training
+        )
+        first = tf.shape(prompt)[1] - 1
+        hidden = hidden[:, first : first + tf.shape(decoder_token_ids)[1]]
+        return self.backbone.token_embedding(hidden, reverse=True)
+
+    def call(self, inputs, training=None):
+        encoded = self.encode_prompts(
+            inputs["question_token_ids"], inputs["passage_token_ids"], training=training
+        )
+        return self.decode(encoded, inputs["decoder_token_ids"], training=training)
+
+    def _call_with_cache(self, token_ids, cache, cache_update_index, attention_mask):
+        """`Llama3CausalLM.call_with_cache` with a key mask (left padding)."""
+        backbone = self.backbone
+        x = backbone.token_embedding(token_ids)
+        length = tf.shape(token_ids)[1]
+        mask = tf.broadcast_to(
+            tf.cast(attention_mask, "int32")[:, None, :],
+            [tf.shape(token_ids)[0], length, tf.shape(attention_mask)[1]],
+        )
+        updated = []
+        for i, layer in enumerate(backbone.transformer_layers):
+            x, layer_cache = layer(
+                x,
+                decoder_attention_mask=mask,
+                self_attention_cache=cache[:, i, ...],
+                self_attention_cache_update_index=cache_update_index,
+            )
+            updated.append(layer_cache)
+        x = backbone.layer_norm(x[:, -1:])
+        logits = backbone.token_embedding(x, reverse=True)[:, 0]
+        return tf.cast(logits, "float32"), tf.stack(updated, axis=1)
+
+    def rag_token_greedy_search(self, encoded, doc_log_probs, end_id, max_length,
+                                padding_id=None):
+        """Greedy RAG-Token decoding with a KV cache.
+
+        At every step the next-token distributions of all `n_docs` passages
+        are marginalised, `log P(y_t|x, y_<t) = logsumexp_z(log P(z|x) +
+        log P(y_t|x, z, y_<t))`, and the arg-max is fed to every passage.
+        One prefill of the prompts, then one cached step per token, in a
+        `tf.while_loop` that stops when every answer has emitted `end_id`.
+
+        Args:
+            encoded: `encode_prompts` output, rows `batch * n_docs`.
+            doc_log_probs: float32 `(batch, n_docs)`, `log P(z|x)`.
+            end_id: int, the token that ends answers.
+            max_length: int, generated tokens at most.
+            padding_id: int, emitted after `end_id` (default: the generator's).
+
+        Returns:
+            `(token_ids, scores)`: int32 `(batch, max_length)` and float32
+            `(batch,)` summed marginal log-probabilities.
+        """
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+            raise ValueError(
+                f"`max_length` must be a positive integer. Received: max_length={max_length!r}"
+            )
+        padding_id = self.padding_id if padding_id is None else int(padding_id)
+        backbone = self.backbone
+        prompt = encoded["prompt_token_ids"]
+        doc_log_probs = tf.cast(doc_log_probs, "float32")
+        batch_size = tf.shape(doc_log_probs)[0]
+        n_docs = tf.shape(doc_log_probs)[1]
+        rows = tf.shape(prompt)[0]
+        prompt_length = tf.shape(prompt)[1]
+        total = prompt_length + max_length
+        key_mask = tf.concat(
+            [encoded["prompt_padding_mask"], tf.ones([rows, max_length], "bool")], axis=1
+        )
+        head_dim = backbone.hidden_dim // backbone.num_query_heads
+        cache = tf.zeros(
+            [rows, backbone.num_layers, 2, total, backbone.num_key_value_heads, head_dim],
+            backbone.compute_dtype,
+        )
+        vocabulary_size = self.vocabulary_size
+        pad_only = tf.one_hot(padding_id, vocabulary_size, on_value=0.0, off_value=-1e9)
+
+        def choose(logits, finished):
+            per_doc = tf.nn.log_softmax(logits, axis=-1)
+            per_doc = tf.reshape(per_doc, [batch_size, n_docs, vocabulary_size])
+            marginal = tf.reduce_logsumexp(doc_log_probs[:, :, None] + per_doc, axis=1)
+            marginal = tf.where(finished[:, None], pad_only[None, :], marginal)
+            token = tf.argmax(marginal, axis=-1, output_type="int32")
+            return token, tf.gather(marginal, token, batch_dims=1)
+
+        logits, cache = self._call_with_cache(prompt, cache, 0, key_mask)
+        finished = tf.zeros([batch_size], "bool")
+        token, score = choose(logits, finished)
+        positions = tf.range(max_length)
+        ids = tf.where(tf.equal(positions, 0)[None, :], token[:, None], padding_id)
+        finished = tf.equal(token, end_id)
+
+        def step(t, ids, cache, token, scores, finished):
+            inputs = tf.repeat(token, n_docs, axis=0)[:, None]
+            logits, cache = self._call_with_cache(
+                inputs, cache, prompt_length + t - 1, key_mask
+            )
+            token, score = choose(logits, finished)
+            ids = tf.where(tf.equal(positions, t)[None, :], token[:, None], ids)
+            finished = finished | tf.equal(token, end_id) | tf.equal(token, padding_id)
+            return t + 1, ids, cache, token, scores + score, finished
+
+        def not_done(t, ids, cache, token, scores, finished):
+            return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
+
+        _, ids, _, _, scores, _ = tf.while_loop(
+            not_done,
+            step,
+            (tf.constant(1, "int32"), ids, cache, token, score, finished),
+            maximum_iterations=max_length - 1,
+        )
+        return ids, scores
+
+    def get_config(self):
+        config = super().get_config()
+        backbone = keras.saving.serialize_keras_object(self.backbone)
+        # keras-hub 0.32's `LlamaBackbone.get_config` leaves out
+        # `tie_word_embeddings`, so a tied backbone (SmolLM2) would come back
+        # untied and fail to load its weights.
+        tied = getattr(self.backbone, "tie_word_embeddings", None)
+        if tied is not None and isinstance(backbone.get("config"), dict):
+            backbone["config"].setdefault("tie_word_embeddings", bool(tied))
+        config.update(
+            {
+                "backbone": backbone,
+                "prefix_ids": self.prefix_ids,
+                "middle_ids": self.middle_ids,
+                "suffix_ids": self.suffix_ids,
+                "padding_id": self.padding_id,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

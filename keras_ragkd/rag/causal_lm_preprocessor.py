@@ -1,0 +1,297 @@
+"""`CausalLMRagPreprocessor`: raw question/answer strings to decoder-only RAG inputs."""
+
+import types
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_ragkd.models.chat_template import IM_END
+from keras_ragkd.models.chat_template import IM_START
+from keras_ragkd.models.chat_template import ChatTemplate
+
+DEFAULT_USER_TEMPLATE = "Context: {passage}\nQuestion: {question}"
+
+
+def _split_user_template(user_template):
+    """`"A {passage} B {question} C"` → `("A", "B", "C")`, checked."""
+    if not isinstance(user_template, str) or (
+        user_template.count("{passage}") != 1 or user_template.count("{question}") != 1
+    ) or user_template.index("{passage}") > user_template.index("{question}"):
+        raise ValueError(
+            "`user_template` must contain `{passage}` once, then `{question}` once. "
+            f"Received: user_template={user_template!r}"
+        )
+    before, rest = user_template.split("{passage}")
+    middle, after = rest.split("{question}")
+    return before, middle, after
+
+
+@keras.saving.register_keras_serializable(package="keras_ragkd")
+class CausalLMRagPreprocessor(keras.layers.Layer):
+    """Tokenises questions, answers and passages for a decoder-only RAG model.
+
+    The generator of a decoder-only RAG model (`CausalLMGenerator`) reads, per
+    retrieved passage, the chat prompt
+
+    ```
+    <|im_start|>user
+    Context: {passage}
+    Question: {question}<|im_end|>
+    <|im_start|>assistant
+    ```
+
+    (an optional system turn first) followed by the answer and `<|im_end|>`.
+    The passage is only known after retrieval, inside the model, so this
+    layer tokenises the pieces separately: the fixed text around the slots
+    (`prompt_pieces`, token ids stored in the generator), the question
+    (`"question_token_ids"`) and every passage of the knowledge base
+    (`tokenize_passages`, the retriever's table). Pieces are cut where the
+    byte-level pre-tokenizer cuts anyway (a slot's leading space moves into
+    the slot, as GPT-2 attaches spaces to the next word), so the assembled
+    ids equal those of tokenising the whole prompt at once.
+
+    Calling the layer on `x` (question strings) or `(x, y)` (questions and
+    answers) returns `x` as a dict `{"query", "question_token_ids"}` plus,
+    when `y` is given, `"decoder_token_ids"` (`[start_id] answer`) and labels
+    (`answer <|im_end|>`), both `(batch, answer_length)` and padded with
+    `padding_id`. `start_id` is the prompt's last token; the generator reads
+    the prompt in its place, so the decoder convention is that of
+    `RagPreprocessor` and RAG decoding works unchanged.
+
+    Args:
+        tokenizer: a keras-hub byte-level BPE tokenizer of the llama family
+            (e.g. `keras_ragkd.models.ByteLevelLlama3Tokenizer`, or
+            `causal_lm.preprocessor.tokenizer`) with `<|im_start|>` and
+            `<|im_end|>` tokens; its `end_token_id` ends answers.
+        question_length: int, question tokens kept.
+        passage_length: int, passage tokens kept.
+        answer_length: int, decoder steps (answer tokens + 1).
+        query_as_text: bool, `"query"` is the raw question (for a query
+            encoder on strings such as `MiniLMEncoder`) instead of the
+            question token ids.
+        system_prompt: str or `None`, a system turn before every prompt.
+        user_template: str, the user turn, with `{passage}` then `{question}`.
+        **kwargs: `keras.layers.Layer` arguments.
+
+    Example:
+
+    >>> from keras_ragkd.models import llama3_tokenizer_from_gguf, smollm2_gguf_path
+    >>> preprocessor = CausalLMRagPreprocessor(
+    ...     llama3_tokenizer_from_gguf(smollm2_gguf_path()))  # doctest: +SKIP
+    >>> x, y = preprocessor(tf.constant(["What is the capital of France?"]),
+    ...                     tf.constant(["Paris"]))  # doctest: +SKIP
+    >>> preprocessor.detokenize(y).tolist()  # doctest: +SKIP
+    ['Paris']
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        question_length=32,
+        passage_length=64,
+        answer_length=16,
+        query_as_text=True,
+        system_prompt=None,
+        user_template=DEFAULT_USER_TEMPLATE,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value in (
+            ("question_length", question_length),
+            ("passage_length", passage_length),
+            ("answer_length", answer_length),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ValueError(
+                    f"`{name}` must be an integer >= 2. Received: {name}={value!r}"
+                )
+        self.tokenizer = tokenizer
+        self.question_length = question_length
+        self.passage_length = passage_length
+        self.answer_length = answer_length
+        self.query_as_text = bool(query_as_text)
+        self.system_prompt = system_prompt or None
+        self.user_template = user_template
+        before, middle, after = _split_user_template(user_template)
+        # A space before a slot belongs to the slot's first word.
+        self._passage_space = before.endswith(" ")
+        self._question_space = middle.endswith(" ")
+        self._ragged_tokens = tf.function(
+            lambda texts: self.tokenizer(texts),
+            input_signature=[tf.TensorSpec([None], tf.string)],
+            autograph=False,
+        )
+        # Token ids of the fixed prompt text, computed on first use: when a
+        # saved model is loaded the tokenizer gets its vocabulary after this
+        # constructor runs.
+        self._cache = types.SimpleNamespace(pieces=None)
+        self._detokenize_function = tf.function(
+            self.detokenize_to_tensor,
+            input_signature=[tf.TensorSpec([None, None], tf.int32)],
+            autograph=False,
+        )
+        self.built = True
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def _prompt_pieces(self):
+        if self._cache.pieces is not None:
+            return self._cache.pieces
+        for token in (IM_START, IM_END):
+            if self.tokenizer.token_to_id(token) is None:
+                raise ValueError(
+                    f"The tokenizer must have the ChatML token {token!r}. "
+                    f"Received: tokenizer={self.tokenizer!r}"
+                )
+        before, middle, after = _split_user_template(self.user_template)
+        head, tail = ChatTemplate(system_prompt=self.system_prompt)("\x00").split("\x00")
+        texts = [
+            head + (before[:-1] if self._passage_space else before),
+            middle[:-1] if self._question_space else middle,
+            after + tail,
+        ]
+        with tf.init_scope():  # Eagerly, even on first use inside a tf.function.
+            pieces = self._ragged_tokens(tf.constant(texts)).to_list()
+        self._cache.pieces = {
+            "prefix_ids": [int(i) for i in pieces[0]],
+            "middle_ids": [int(i) for i in pieces[1]],
+            "suffix_ids": [int(i) for i in pieces[2]],
+        }
+        return self._cache.pieces
+
+    def _special_ids(self):
+        tokens = getattr(self.tokenizer, "special_tokens", None) or []
+        ids = {int(self.tokenizer.token_to_id(t)) for t in tokens
+               if self.tokenizer.token_to_id(t) is not None}
+        return tf.constant(sorted(ids | {self.padding_id, self.end_id}), "int32")
+
+    @property
+    def prompt_pieces(self):
+        """Token ids of the fixed prompt text around the passage and question.
+
+        A dict `{"prefix_ids", "middle_ids", "suffix_ids"}` of int lists: the
+        prompt is `prefix + passage + middle + question + suffix`; pass it to
+        `CausalLMGenerator(backbone, **preprocessor.prompt_pieces, ...)`.
+        """
+        return {key: list(value) for key, value in self._prompt_pieces().items()}
+
+    @property
+    def padding_id(self):
+        """The padding token id of inputs and labels: the `ignore_class` of losses."""
+        return int(self.tokenizer.pad_token_id)
+
+    @property
+    def end_id(self):
+        """The token that ends answers (`<|im_end|>` for ChatML models)."""
+        return int(self.tokenizer.end_token_id)
+
+    @property
+    def start_id(self):
+        """The decoder start token: the prompt's last token (read from the prompt)."""
+        return self._prompt_pieces()["suffix_ids"][-1]
+
+    @property
+    def vocabulary_size(self):
+        """The tokenizer's (and so the generator's) vocabulary size."""
+        return int(self.tokenizer.vocabulary_size())
+
+    def format_prompt(self, question, passage):
+        """The prompt as one string (for reading, and to check the token ids)."""
+        user = self.user_template.format(passage=passage.strip(), question=question.strip())
+        return ChatTemplate(system_prompt=self.system_prompt)(user)
+
+    def _token_ids(self, texts, length, leading_space):
+        texts = tf.strings.strip(tf.reshape(tf.convert_to_tensor(texts, tf.string), [-1]))
+        if leading_space:
+            texts = tf.strings.join([" ", texts])
+        ragged = self._ragged_tokens(texts)
+        return tf.cast(ragged[:, :length], "int32")
+
+    def tokenize_questions(self, questions):
+        """Question ids `(batch, question_length)`, padded with `padding_id`."""
+        ragged = self._token_ids(questions, self.question_length, self._question_space)
+        return ragged.to_tensor(self.padding_id, shape=[None, self.question_length])
+
+    def tokenize_passages(self, texts, batch_size=256):
+        """Passage ids, NumPy int32 `(len(texts), passage_length)` (the retriever's table)."""
+        texts = list(texts)
+        chunks = [
+            self._token_ids(texts[i : i + batch_size], self.passage_length, self._passage_space)
+            .to_tensor(self.padding_id, shape=[None, self.passage_length])
+            .numpy()
+            for i in range(0, len(texts), batch_size)
+        ]
+        if not chunks:
+            return np.zeros((0, self.passage_length), "int32")
+        return np.concatenate(chunks, axis=0).astype("int32")
+
+    def tokenize_answers(self, answers):
+        """`(decoder_token_ids, labels)`, each `(batch, answer_length)`."""
+        ragged = self._token_ids(answers, self.answer_length - 1, False)
+        batch = ragged.nrows()
+        starts = tf.fill([batch, 1], self.start_id)
+        ends = tf.fill([batch, 1], self.end_id)
+        shape = [None, self.answer_length]
+        decoder_token_ids = tf.concat([starts, ragged], axis=1).to_tensor(
+            self.padding_id, shape=shape
+        )
+        labels = tf.concat([ragged, ends], axis=1).to_tensor(self.padding_id, shape=shape)
+        return decoder_token_ids, labels
+
+    def call(self, x, y=None, sample_weight=None):
+        questions = tf.reshape(tf.convert_to_tensor(x, tf.string), [-1])
+        question_token_ids = self.tokenize_questions(questions)
+        inputs = {
+            "query": questions if self.query_as_text else question_token_ids,
+            "question_token_ids": question_token_ids,
+        }
+        if y is None:
+            return inputs
+        decoder_token_ids, labels = self.tokenize_answers(y)
+        inputs["decoder_token_ids"] = decoder_token_ids
+        return keras.utils.pack_x_y_sample_weight(inputs, labels, sample_weight)
+
+    def detokenize(self, token_ids):
+        """Ids `(batch, time)` → NumPy array of answer strings (see `detokenize_to_tensor`)."""
+        token_ids = tf.convert_to_tensor(keras.ops.convert_to_numpy(token_ids), "int32")
+        texts = self._detokenize_function(token_ids).numpy()
+        return np.asarray([text.decode("utf-8") for text in texts], dtype=object)
+
+    def detokenize_to_tensor(self, token_ids):
+        """Ids `(batch, time)` → `tf.string` answers `(batch,)`, TF ops only.
+
+        Ids are cut at the first `end_id`; padding and special tokens are
+        dropped; the text is stripped.
+        """
+        token_ids = tf.cast(token_ids, "int32")
+        ended = tf.cumsum(tf.cast(tf.equal(token_ids, self.end_id), "int32"), axis=1)
+        special = tf.reduce_any(
+            tf.equal(token_ids[:, :, None], self._special_ids()[None, None, :]), axis=-1
+        )
+        keep = tf.equal(ended, 0) & tf.logical_not(special)
+        kept = tf.ragged.boolean_mask(token_ids, keep)
+        texts = self.tokenizer.detokenize(kept)
+        return tf.strings.strip(texts)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "tokenizer": keras.saving.serialize_keras_object(self.tokenizer),
+                "question_length": self.question_length,
+                "passage_length": self.passage_length,
+                "answer_length": self.answer_length,
+                "query_as_text": self.query_as_text,
+                "system_prompt": self.system_prompt,
+                "user_template": self.user_template,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["tokenizer"] = keras.saving.deserialize_keras_object(config["tokenizer"])
+        return cls(**config)

@@ -1,0 +1,161 @@
+"""`CausalLMRagQuestionAnswerer`: the RAG task with a keras-hub causal LM generator."""
+
+import keras
+import tensorflow as tf
+
+from keras_ragkd.rag.causal_lm_generator import CausalLMGenerator
+from keras_ragkd.rag.causal_lm_preprocessor import CausalLMRagPreprocessor
+from keras_ragkd.rag.losses import RagSequenceLoss
+from keras_ragkd.rag.losses import RagTokenLoss
+from keras_ragkd.rag.rag_question_answerer import RagQuestionAnswerer
+from keras_ragkd.rag.rag_question_answerer import make_passage_retriever
+from keras_ragkd.rag.retrieval_augmented_generator import RetrievalAugmentedGenerator
+from keras_ragkd.retrieval.encoder_records import check_query_encoder
+
+
+@keras.saving.register_keras_serializable(package="keras_ragkd")
+class CausalLMRagQuestionAnswerer(RagQuestionAnswerer):
+    """`RagQuestionAnswerer` whose generator is a keras-hub causal LM.
+
+    The same task on raw strings (`fit`/`evaluate`/`predict`/`generate`/
+    `retrieve`/`with_index`/`export`), with a `CausalLMRagPreprocessor`
+    and a `RetrievalAugmentedGenerator` over a `CausalLMGenerator`: the
+    start, end and padding ids come from the preprocessor's tokenizer
+    (`<|im_end|>` ends answers), and greedy RAG-Token `generate` decodes with
+    the backbone's KV cache (`use_cache=False` recomputes every step;
+    beam search and RAG-Sequence decoding recompute too).
+
+    Args:
+        preprocessor: a `CausalLMRagPreprocessor`.
+        rag: a `RetrievalAugmentedGenerator` whose generator is a
+            `CausalLMGenerator` over the preprocessor's vocabulary.
+        **kwargs: `keras.Model` arguments.
+
+    Example:
+
+    >>> model = build_causal_lm_rag_question_answerer(
+    ...     index, encoder, preprocessor, backbone, lora_rank=4)  # doctest: +SKIP
+    >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))  # doctest: +SKIP
+    >>> model.fit(questions, answers, batch_size=8)  # doctest: +SKIP
+    >>> model.generate(["What is the capital of France?"])  # doctest: +SKIP
+    ['Paris']
+    """
+
+    def compile(self, optimizer="adam", loss="auto", **kwargs):
+        """Like `keras.Model.compile`; `loss="auto"` is the RAG loss on the answer tokens.
+
+        `RagTokenLoss` (`marginalization="token"`) or `RagSequenceLoss(
+        normalize_by_length=True)`, both ignoring the tokenizer's padding id.
+        """
+        if loss == "auto":
+            padding_id = self.preprocessor.padding_id
+            if self.rag.marginalization == "token":
+                loss = RagTokenLoss(padding_id=padding_id)
+            else:
+                loss = RagSequenceLoss(padding_id=padding_id, normalize_by_length=True)
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def preprocess_samples(self, x, y=None, sample_weight=None):
+        """The preprocessor on one batch; without answers, the start token."""
+        if y is not None:
+            return self.preprocessor(x, y, sample_weight)
+        inputs = self.preprocessor(x)
+        batch = tf.shape(inputs["question_token_ids"])[0]
+        inputs["decoder_token_ids"] = tf.fill([batch, 1], self.preprocessor.start_id)
+        return inputs
+
+    def answer_function(self, max_length=None, num_beams=1, marginalization=None,
+                        use_cache=True):
+        """A compiled `tf.function` from question strings to answers.
+
+        As `RagQuestionAnswerer.answer_function`; decoding stops at the
+        tokenizer's end token, and greedy RAG-Token decoding uses the KV
+        cache unless `use_cache=False`.
+        """
+        max_length = max_length or self.preprocessor.answer_length
+        preprocessor = self.preprocessor
+
+        def answer(questions):
+            inputs = preprocessor(questions)
+            context = self.rag.encode_context(inputs, training=False)
+            token_ids, _ = self.rag.decode_context(
+                context,
+                start_id=preprocessor.start_id,
+                end_id=preprocessor.end_id,
+                max_length=max_length,
+                num_beams=num_beams,
+                vocabulary_size=preprocessor.vocabulary_size,
+                marginalization=marginalization,
+                use_cache=use_cache,
+            )
+            outputs = self._passages_of(context["retrieved"])
+            outputs["answers"] = preprocessor.detokenize_to_tensor(token_ids)
+            return outputs
+
+        return tf.function(answer, input_signature=[tf.TensorSpec([None], tf.string)])
+
+    def generate(self, questions, max_length=None, num_beams=1, marginalization=None,
+                 batch_size=64, use_cache=True):
+        """Answers questions (see `RagQuestionAnswerer.generate`).
+
+        Args:
+            use_cache: bool, greedy RAG-Token decoding with the KV cache.
+        """
+        function = self._compiled(
+            "answer_function", max_length, num_beams, marginalization, use_cache
+        )
+        answers = []
+        for batch in self._question_batches(questions, batch_size):
+            answers.extend(text.decode("utf-8") for text in function(batch)["answers"].numpy())
+        return answers
+
+    def with_index(self, index, backend=None, n_docs=None):
+        """A model answering from another knowledge base, sharing the weights."""
+        model = super().with_index(index, backend=backend, n_docs=n_docs)
+        return CausalLMRagQuestionAnswerer(model.preprocessor, model.rag)
+
+
+def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, causal_lm,
+                                          n_docs=3, k=None, marginalization="token",
+                                          backend="faiss", doc_score_scale=10.0,
+                                          lora_rank=None, train_query_encoder=False):
+    """Builds a `CausalLMRagQuestionAnswerer` over an index in one call.
+
+    Args:
+        index: a `PassageIndex` (embedded by `query_encoder`'s family).
+        query_encoder: Keras model, the preprocessor's `"query"` (raw strings
+            or token ids) → `(batch, index.dim)`.
+        preprocessor: a `CausalLMRagPreprocessor` (its tokenizer must be the
+            causal LM's), or `None` to build one from `causal_lm.preprocessor`'s
+            tokenizer with default lengths.
+        causal_lm: a keras-hub llama-family `CausalLM` (e.g.
+            `keras_ragkd.models.load_smollm2()`) or its backbone.
+        n_docs: passages per question.
+        k: retriever depth (defaults to `n_docs`).
+        marginalization: `"token"` or `"sequence"`.
+        backend: `"faiss"` or `"tensor"`.
+        doc_score_scale: initial multiplier of the scores in `P(z|x)`.
+        lora_rank: int or `None`. If set, `backbone.enable_lora(lora_rank)`:
+            only the LoRA weights of the backbone train.
+        train_query_encoder: bool, see `build_rag_question_answerer` (frozen
+            by default).
+    """
+    check_query_encoder(query_encoder, index)
+    query_encoder.trainable = bool(train_query_encoder)
+    if preprocessor is None:
+        preprocessor = CausalLMRagPreprocessor(causal_lm.preprocessor.tokenizer)
+    backbone = causal_lm.backbone if hasattr(causal_lm, "backbone") else causal_lm
+    if lora_rank:
+        backbone.enable_lora(lora_rank)
+    generator = CausalLMGenerator.from_preprocessor(backbone, preprocessor)
+    retriever = make_passage_retriever(index, preprocessor, k or n_docs, backend)
+    rag = RetrievalAugmentedGenerator(
+        query_encoder,
+        retriever,
+        generator,
+        n_docs=n_docs,
+        marginalization=marginalization,
+        doc_score_scale=doc_score_scale,
+        padding_id=preprocessor.padding_id,
+    )
+    return CausalLMRagQuestionAnswerer(preprocessor, rag)
