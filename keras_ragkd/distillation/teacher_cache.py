@@ -2,19 +2,34 @@
 
 import hashlib
 import json
+import numbers
 import os
 import shutil
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_ragkd.distillation import cached_batch
+from keras_ragkd.io_utils import file_record
+from keras_ragkd.io_utils import fsync_directory
+from keras_ragkd.io_utils import is_inside
+from keras_ragkd.io_utils import is_member_name
+from keras_ragkd.io_utils import remove_dead_staging
 from keras_ragkd.io_utils import replace_directory
+from keras_ragkd.io_utils import sha256_of
+from keras_ragkd.io_utils import stage_beside
 
 METADATA_FILE = "metadata.json"
-FORMAT_VERSION = 1
+# 2: `metadata.json` records each array file's size and SHA-256.
+FORMAT_VERSION = 2
+# The arrays a cache may hold (one `<field>.npy` each).
+FIELDS = (
+    cached_batch.TEACHER_LOGITS,
+    cached_batch.TEACHER_TOP_LOGITS,
+    cached_batch.TEACHER_TOP_INDICES,
+    cached_batch.TEACHER_REST_LOG_MASS,
+)
 _MIN_REST_MASS = 1e-30
 # Caches up to this size are served from memory (in-graph), larger ones are
 # read batch by batch from the memory-mapped `.npy` files.
@@ -27,9 +42,12 @@ class TeacherCache:
     `TeacherCache.build` runs the teacher over a batched `tf.data` dataset
     (`(x, y)` or `(x, y, sample_weight)` elements, in a fixed order) and writes
     its logits to memory-mapped `.npy` files (never pickle), together with the
-    dataset's example count and a SHA-256 fingerprint of its inputs. The
-    directory appears atomically: it is written under a temporary name in the
-    same folder and renamed at the end.
+    dataset's example count, a SHA-256 fingerprint of its inputs and each
+    file's size and SHA-256. The directory appears atomically: it is written
+    under a temporary name in the same folder and swapped in at the end, so a
+    build killed midway leaves any previous cache as it was. `load` checks
+    `metadata.json` before opening any file it names, then the files' sizes,
+    checksums and shapes, and refuses a damaged cache with a `ValueError`.
 
     `cache.attach(dataset)` checks that `dataset` is the one the cache was
     built from (same count, same input fingerprint) and returns it with the
@@ -121,14 +139,19 @@ class TeacherCache:
         _check_build_args(teacher, dataset, directory, top_k, temperature, overwrite)
         parent = os.path.dirname(directory)
         os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(
-            prefix=f".{os.path.basename(directory)}.", suffix=".tmp", dir=parent
-        )
+        remove_dead_staging(directory)  # Left by builds that were killed.
+        staging = stage_beside(directory, "build")
         try:
             metadata = _write_teacher_outputs(
                 teacher, dataset, staging, top_k, temperature, dtype, verbose
             )
+            metadata["files"] = {
+                name: {"path": f"{name}.npy",
+                       **file_record(os.path.join(staging, f"{name}.npy"))}
+                for name in metadata["fields"]
+            }
             _write_json(os.path.join(staging, METADATA_FILE), metadata)
+            fsync_directory(staging)
             replace_directory(staging, directory)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -136,39 +159,63 @@ class TeacherCache:
         return cls(directory, metadata)
 
     @classmethod
-    def load(cls, directory):
-        """Opens an existing cache folder.
+    def load(cls, directory, verify_checksums=True):
+        """Opens an existing cache folder, refusing a damaged one.
+
+        `metadata.json` is checked first (its keys, and that every file it
+        names is a plain file name inside the folder), then each array file's
+        size, SHA-256 (unless `verify_checksums=False`) and shape.
 
         Args:
             directory: a folder written by `TeacherCache.build`.
+            verify_checksums: bool, hash every array file (sizes and shapes
+                are always checked).
 
         Returns:
             The `TeacherCache`.
         """
-        path = os.path.join(os.fspath(directory), METADATA_FILE)
+        directory = os.fspath(directory)
+        path = os.path.join(directory, METADATA_FILE)
         if not os.path.isfile(path):
             raise ValueError(
                 "Expected a TeacherCache folder containing "
                 f"{METADATA_FILE}. Received: directory={directory!r}"
             )
-        with open(path) as file:
-            metadata = json.load(file)
-        if metadata.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"Unsupported TeacherCache format; expected version "
-                f"{FORMAT_VERSION}. Received: "
-                f"format_version={metadata.get('format_version')!r}"
-            )
-        return cls(directory, metadata)
+        metadata = _read_metadata(path)
+        for name in metadata["fields"]:
+            _check_array_file(directory, metadata, name, verify_checksums)
+        cache = cls(directory, metadata)
+        cache.arrays()  # Checks each file's `.npy` header against the metadata.
+        return cache
 
     def arrays(self):
         """The cached arrays, memory-mapped read-only, by field name."""
-        return {
-            name: np.load(
-                os.path.join(self.directory, f"{name}.npy"), mmap_mode="r"
+        return {name: self._array(name) for name in self.metadata["fields"]}
+
+    def _array(self, name):
+        path = os.path.join(self.directory, f"{name}.npy")
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, EOFError, OSError) as error:
+            raise ValueError(
+                f"A TeacherCache file cannot be read as a `.npy` array ({error}). "
+                f"Received: file={path!r}"
+            ) from None
+        min_rank = 1 if name == cached_batch.TEACHER_REST_LOG_MASS else 2
+        top_k_field = name in (cached_batch.TEACHER_TOP_LOGITS,
+                               cached_batch.TEACHER_TOP_INDICES)
+        if (
+            array.ndim < min_rank
+            or array.shape[0] != self.count
+            or (top_k_field and array.shape[-1] != self.top_k)
+            or array.dtype.kind not in "fi"
+        ):
+            raise ValueError(
+                f"A TeacherCache file does not hold the {self.count} examples its "
+                f"{METADATA_FILE} records (or holds no numbers). Received: "
+                f"file={path!r} with shape={array.shape}, dtype={array.dtype}"
             )
-            for name in self.metadata["fields"]
-        }
+        return array
 
     def validate(self, dataset):
         """Raises `ValueError` unless `dataset` is the one this cache holds.
@@ -405,5 +452,105 @@ def _raw_to_npy(folder, name, dtype, shape):
 
 
 def _write_json(path, data):
-    with open(path, "w") as file:
+    with open(path, "w", encoding="utf-8") as file:
         json.dump(data, file, indent=1)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _is_count(value, minimum=0):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and (
+        value >= minimum
+    )
+
+
+def _read_metadata(path):
+    """Parses and checks `metadata.json` before any file it names is opened."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            metadata = json.load(file)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"The TeacherCache metadata is not valid JSON ({error}). "
+            f"Received: file={path!r}"
+        ) from None
+    version = metadata.get("format_version") if isinstance(metadata, dict) else None
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"Unsupported TeacherCache format; expected version {FORMAT_VERSION} "
+            "(rebuild caches written by earlier versions). Received: "
+            f"format_version={version!r} in {path!r}"
+        )
+    required = {"count", "fingerprint", "batch_sizes", "fields", "top_k",
+                "temperature", "files"}
+    missing = sorted(required - set(metadata))
+    if missing:
+        raise ValueError(
+            f"The TeacherCache metadata lacks keys. Received: missing={missing} "
+            f"in {path!r}"
+        )
+    fields, files = metadata["fields"], metadata["files"]
+    batch_sizes = metadata["batch_sizes"]
+    problems = []
+    if not _is_count(metadata["count"]):
+        problems.append(f"count={metadata['count']!r}")
+    if not (isinstance(batch_sizes, list) and all(_is_count(b, 1) for b in batch_sizes)
+            and sum(batch_sizes) == metadata["count"]):
+        problems.append(f"batch_sizes={batch_sizes!r:.80}")
+    if not isinstance(metadata["fingerprint"], str):
+        problems.append(f"fingerprint={metadata['fingerprint']!r:.80}")
+    if not (isinstance(fields, list) and fields and set(fields) <= set(FIELDS)
+            and len(set(fields)) == len(fields)):
+        problems.append(f"fields={fields!r:.200}")
+    elif not isinstance(files, dict) or set(files) != set(fields) or not all(
+        isinstance(entry, dict)
+        and entry.get("path") == f"{name}.npy"
+        and is_member_name(entry["path"])
+        and _is_count(entry.get("bytes"))
+        and isinstance(entry.get("sha256"), str)
+        for name, entry in files.items()
+    ):
+        problems.append(
+            "files (expected one {\"path\": \"<field>.npy\", \"bytes\", "
+            f"\"sha256\"}} entry per field)={files!r:.200}"
+        )
+    top_k, temperature = metadata["top_k"], metadata["temperature"]
+    if not (top_k is None or _is_count(top_k, 1)):
+        problems.append(f"top_k={top_k!r}")
+    if not (temperature is None or (
+        isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
+        and temperature > 0
+    )) or (top_k is None) != (temperature is None):
+        problems.append(f"temperature={temperature!r}")
+    if problems:
+        raise ValueError(
+            f"The TeacherCache metadata is malformed. Received: {', '.join(problems)} "
+            f"in {path!r}"
+        )
+    return metadata
+
+
+def _check_array_file(directory, metadata, name, verify_checksums):
+    entry = metadata["files"][name]
+    path = os.path.join(directory, entry["path"])
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"The TeacherCache in {directory!r} is incomplete. "
+            f"Received: missing file={path!r}"
+        )
+    if not is_inside(path, directory):
+        raise ValueError(
+            f"A TeacherCache file is a link to a file outside the cache folder "
+            f"{directory!r}. Received: file={path!r} -> {os.path.realpath(path)!r}"
+        )
+    size = os.path.getsize(path)
+    if size != entry["bytes"]:
+        raise ValueError(
+            f"A TeacherCache file is truncated or overwritten (expected "
+            f"{entry['bytes']} bytes). Received: file={path!r} of {size} bytes"
+        )
+    if verify_checksums and sha256_of(path) != entry["sha256"]:
+        raise ValueError(
+            "A TeacherCache file is corrupted (SHA-256 mismatch). "
+            f"Received: file={path!r}"
+        )

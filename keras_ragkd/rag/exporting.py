@@ -3,11 +3,12 @@
 import contextlib
 import os
 import shutil
-import tempfile
 
 import tensorflow as tf
 
+from keras_ragkd.io_utils import remove_dead_staging
 from keras_ragkd.io_utils import replace_directory
+from keras_ragkd.io_utils import stage_beside
 from keras_ragkd.retrieval import PassageRetriever
 from keras_ragkd.retrieval import use_backend
 from keras_ragkd.retrieval.retriever import forget_traced_functions
@@ -72,7 +73,8 @@ def write_atomically(path, write):
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.export-", dir=parent)
+    remove_dead_staging(path)  # Leftovers of writers that were killed.
+    staging = stage_beside(path, "export")
     try:
         write(staging)
         replace_directory(staging, path)

@@ -5,6 +5,12 @@ named relative to the folder), `model.weights.h5`, `assets/` (what layers
 such as keras-hub tokenizers keep outside their config: vocabularies) and
 `index/` (a copy of the saved `PassageIndex`), so it loads after being moved
 or copied anywhere.
+
+`config.json` is written last and lists every other file outside `index/`
+(relative path, size, SHA-256; `index/` has its own checksummed manifest).
+Loading checks that list before opening any file in it: a truncated or
+corrupted file, or an entry leading outside the folder (`../x`), is refused
+with a `ValueError` naming the file.
 """
 
 import json
@@ -13,9 +19,16 @@ import shutil
 
 import keras
 
+from keras_ragkd.io_utils import file_record
+from keras_ragkd.io_utils import is_inside
+from keras_ragkd.io_utils import is_member_name
+from keras_ragkd.io_utils import sha256_of
 from keras_ragkd.rag.exporting import retrievers_of
 from keras_ragkd.rag.exporting import write_atomically
 from keras_ragkd.retrieval.index_files import MANIFEST_FILE
+from keras_ragkd.retrieval.index_files import check_data_files
+from keras_ragkd.retrieval.index_files import read_manifest
+from keras_ragkd.retrieval.passage_index import FORMAT_VERSION as INDEX_FORMAT_VERSION
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -54,13 +67,73 @@ def _copy_saved_index(index, destination):
             f"index.directory={index.directory!r}, "
             f"index.has_unsaved_changes={index.has_unsaved_changes}"
         )
-    with open(os.path.join(index.directory, MANIFEST_FILE), encoding="utf-8") as f:
-        data_folder = json.load(f)["data_folder"]
-    os.makedirs(destination)
-    shutil.copytree(
-        os.path.join(index.directory, data_folder), os.path.join(destination, data_folder)
+    # The checked manifest names only files of its own data folder; they are
+    # copied with the umask's modes (not the source's), like any new file.
+    manifest = read_manifest(index.directory, INDEX_FORMAT_VERSION)
+    data_folder = manifest["data_folder"]
+    os.makedirs(os.path.join(destination, data_folder))
+    for entry in manifest["files"].values():
+        shutil.copyfile(
+            os.path.join(index.directory, data_folder, entry["path"]),
+            os.path.join(destination, data_folder, entry["path"]),
+        )
+    shutil.copyfile(
+        os.path.join(index.directory, MANIFEST_FILE), os.path.join(destination, MANIFEST_FILE)
     )
-    shutil.copy2(os.path.join(index.directory, MANIFEST_FILE), destination)
+
+
+def _file_records(folder):
+    """`{relative path: {"bytes", "sha256"}}` of the files under `folder`
+    outside `index/`."""
+    records = {}
+    for root, folders, files in os.walk(folder):
+        if root == folder and INDEX_FOLDER in folders:
+            folders.remove(INDEX_FOLDER)
+        for name in files:
+            path = os.path.join(root, name)
+            records[os.path.relpath(path, folder).replace(os.sep, "/")] = file_record(path)
+    return records
+
+
+def _check_files(preset_dir, files, config_path):
+    """Checks the listed files (names first, then sizes and checksums)."""
+    valid = isinstance(files, dict) and all(
+        is_member_name(name, relative_path=True)
+        and name.split("/")[0] != INDEX_FOLDER
+        and isinstance(entry, dict)
+        and isinstance(entry.get("bytes"), int)
+        and isinstance(entry.get("sha256"), str)
+        for name, entry in files.items()
+    )
+    if not valid or WEIGHTS_FILE not in files:
+        raise ValueError(
+            "A model folder's config must list its files as relative paths inside "
+            'the folder with {"bytes", "sha256"} (and the weights). Received: '
+            f"files={files!r:.200} in {config_path!r}"
+        )
+    for name, entry in sorted(files.items()):
+        path = os.path.join(preset_dir, *name.split("/"))
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"The model folder {preset_dir!r} is incomplete. "
+                f"Received: missing file={path!r}"
+            )
+        if not is_inside(path, preset_dir):
+            raise ValueError(
+                "A model folder file is a link to a file outside the folder. "
+                f"Received: file={path!r} -> {os.path.realpath(path)!r}"
+            )
+        size = os.path.getsize(path)
+        if size != entry["bytes"]:
+            raise ValueError(
+                f"A model folder file is truncated or overwritten (expected "
+                f"{entry['bytes']} bytes). Received: file={path!r} of {size} bytes"
+            )
+        if sha256_of(path) != entry["sha256"]:
+            raise ValueError(
+                "A model folder file is corrupted (SHA-256 mismatch). "
+                f"Received: file={path!r}"
+            )
 
 
 def save_rag_preset(model, preset_dir):
@@ -88,13 +161,17 @@ def save_rag_preset(model, preset_dir):
 
     def write(staging):
         _copy_saved_index(retrievers[0].index, os.path.join(staging, INDEX_FOLDER))
-        with open(os.path.join(staging, CONFIG_FILE), "w", encoding="utf-8") as f:
-            json.dump({"format": PRESET_FORMAT, "model": config}, f)
         model.save_weights(os.path.join(staging, WEIGHTS_FILE))
         for number, layer in enumerate(_layers_with_assets(model)):
             folder = os.path.join(staging, ASSETS_FOLDER, str(number))
             os.makedirs(folder)
             layer.save_assets(folder)
+        content = {"format": PRESET_FORMAT, "model": config,
+                   "files": _file_records(staging)}
+        with open(os.path.join(staging, CONFIG_FILE), "w", encoding="utf-8") as f:
+            json.dump(content, f)
+            f.flush()
+            os.fsync(f.fileno())
 
     return write_atomically(preset_dir, write)
 
@@ -113,7 +190,7 @@ def load_rag_preset(preset_dir):
     try:
         with open(config_path, encoding="utf-8") as f:
             content = json.load(f)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, UnicodeDecodeError) as error:
         raise ValueError(
             f"{config_path!r} is not a readable model folder config ({error}). "
             f"Received: preset_dir={preset_dir!r}"
@@ -124,7 +201,8 @@ def load_rag_preset(preset_dir):
             f"format {PRESET_FORMAT!r}). Received: "
             f"format={content.get('format') if isinstance(content, dict) else None!r}"
         )
-    config = content["model"]
+    _check_files(preset_dir, content.get("files"), config_path)
+    config = content.get("model")
     for retriever_config in _retriever_configs(config):
         if retriever_config.get("index") != INDEX_FOLDER:
             raise ValueError(
@@ -132,6 +210,11 @@ def load_rag_preset(preset_dir):
                 f"Received: index={retriever_config.get('index')!r} in {config_path!r}"
             )
         retriever_config["index"] = os.path.join(preset_dir, INDEX_FOLDER)
+    # A damaged index is reported here, not wrapped in Keras' deserialization
+    # errors (the retriever loads the index while the model is rebuilt).
+    index_dir = os.path.join(preset_dir, INDEX_FOLDER)
+    check_data_files(index_dir, read_manifest(index_dir, INDEX_FORMAT_VERSION),
+                     verify_checksums=True)
     model = keras.saving.deserialize_keras_object(config)
     for number, layer in enumerate(_layers_with_assets(model)):
         layer.load_assets(os.path.join(preset_dir, ASSETS_FOLDER, str(number)))

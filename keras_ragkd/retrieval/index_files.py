@@ -17,7 +17,6 @@ pickled: JSON, `.npy`/`.npz` (read with `allow_pickle=False`) and FAISS's own
 format only.
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,10 @@ import numpy as np
 
 from keras_ragkd.io_utils import atomic_write
 from keras_ragkd.io_utils import fsync_directory
+from keras_ragkd.io_utils import fsync_file
+from keras_ragkd.io_utils import is_inside
+from keras_ragkd.io_utils import is_member_name
+from keras_ragkd.io_utils import sha256_of
 
 MANIFEST_FILE = "manifest.json"
 DATA_FILES = {
@@ -74,7 +77,8 @@ def remove_stale_data(directory, keep):
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
         stale_folder = name.startswith(("data-", ".staging-")) and name != keep
-        stale_manifest = name.startswith(f"{MANIFEST_FILE}.tmp-")
+        # `atomic_write`'s temporary manifests of interrupted saves.
+        stale_manifest = name.startswith(f".{MANIFEST_FILE}.") and name.endswith(".tmp")
         if stale_folder and os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
         elif stale_manifest:
@@ -165,13 +169,7 @@ def read_manifest(directory, format_version):
 
 def _is_plain_name(name):
     """A file name without folders, so a manifest cannot point outside."""
-    return (
-        isinstance(name, str)
-        and name not in ("", ".", "..")
-        and os.path.basename(name) == name
-        and "/" not in name
-        and "\\" not in name
-    )
+    return is_member_name(name)
 
 
 def check_data_files(directory, manifest, verify_checksums):
@@ -189,11 +187,16 @@ def check_data_files(directory, manifest, verify_checksums):
                 f"The index in {directory!r} is incomplete. "
                 f"Received: missing file={path!r}"
             )
+        if not is_inside(path, directory):
+            raise ValueError(
+                f"An index file is a link to a file outside the index folder "
+                f"{directory!r}. Received: file={path!r} -> {os.path.realpath(path)!r}"
+            )
         size = os.path.getsize(path)
         if size != entry["bytes"]:
             raise ValueError(
                 f"An index file is truncated or overwritten (expected "
-                f"{entry['bytes']} bytes). Received: {name} of {size} bytes"
+                f"{entry['bytes']} bytes). Received: {name} of {size} bytes (file={path!r})"
             )
         if verify_checksums and sha256_of(path) != entry["sha256"]:
             raise ValueError(
@@ -239,7 +242,7 @@ def read_faiss_index(path, mmap):
 def read_embeddings(path, mmap):
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except ValueError as error:
+    except (ValueError, EOFError) as error:
         raise ValueError(
             f"Cannot read the embeddings file ({error}). Received: file={path!r}"
         ) from None
@@ -247,26 +250,23 @@ def read_embeddings(path, mmap):
 
 def read_passages(path):
     passages = []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            try:
-                passages.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise ValueError(
-                    "The passages file is corrupted. "
-                    f"Received: {path!r} line {line_number}"
-                ) from None
+    for line_number, line in enumerate(_utf8_lines(path), start=1):
+        try:
+            passages.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise ValueError(
+                "The passages file is corrupted. "
+                f"Received: {path!r} line {line_number}"
+            ) from None
     return passages
 
 
-def sha256_of(path, chunk_bytes=1 << 22):
-    digest = hashlib.sha256()
+def _utf8_lines(path):
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def fsync_file(path):
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+        for line in f:
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(
+                    f"The passages file is not UTF-8. Received: {path!r}"
+                ) from None

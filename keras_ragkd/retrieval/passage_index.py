@@ -3,7 +3,6 @@
 import dataclasses
 import os
 import shutil
-import tempfile
 import threading
 import uuid
 
@@ -11,6 +10,7 @@ import faiss
 import keras
 import numpy as np
 
+from keras_ragkd.io_utils import make_staging_directory
 from keras_ragkd.retrieval import encoder_records
 from keras_ragkd.retrieval import index_files
 from keras_ragkd.retrieval.encoders import as_text_encoder
@@ -441,7 +441,7 @@ class PassageIndex:
         with self._lock:
             state = self._state
             os.makedirs(directory, exist_ok=True)
-            staging = tempfile.mkdtemp(prefix=".staging-", dir=directory)
+            staging = make_staging_directory(prefix=".staging-", dir=directory)
             try:
                 encoder, record = self._encoder_to_record(state)
                 files = index_files.write_data_files(
