@@ -42,7 +42,6 @@ two seeds of three students: 30 minutes of teacher training).
 """
 
 import argparse
-import collections
 import json
 import os
 import tempfile
@@ -63,12 +62,15 @@ from keras_ragkd.rag import RagQuestionAnswerer
 from keras_ragkd.rag import RetrievalAugmentedGenerator
 from keras_ragkd.rag import TimeCosineDecay
 from keras_ragkd.rag import TimeLimit
-from keras_ragkd.rag import answer_scores
 from keras_ragkd.rag import build_generator
 from keras_ragkd.rag import build_rag_question_answerer
 from keras_ragkd.rag import counterfactual_augment
-from keras_ragkd.rag import exact_match
 from keras_ragkd.rag import make_passage_retriever
+from keras_ragkd.rag.evaluation import answer_questions
+from keras_ragkd.rag.evaluation import latency_per_question
+from keras_ragkd.rag.evaluation import retrieval_recall
+from keras_ragkd.rag.evaluation import sample_questions
+from keras_ragkd.rag.evaluation import score_answers
 from keras_ragkd.retrieval import PassageIndex
 from keras_ragkd.retrieval import load_minilm_encoder
 from keras_ragkd.text import load_minilm_tokenizer
@@ -153,34 +155,7 @@ def train(model, dataset, limits, curve_key="loss"):
 
 
 def evaluate(model, questions, marginalization=None):
-    predictions = model.generate([q["question"] for q in questions], marginalization=marginalization)
-    scores = answer_scores(predictions, [q["answer"] for q in questions])
-    by_type = collections.defaultdict(list)
-    for question, prediction in zip(questions, predictions):
-        by_type[question["type"]].append(exact_match(prediction, question["answer"]))
-    scores["by_type"] = {t: float(np.mean(v)) for t, v in sorted(by_type.items())}
-    scores["examples"] = [
-        {"question": q["question"], "gold": q["answer"], "predicted": p}
-        for q, p in list(zip(questions, predictions))[:8]
-    ]
-    return scores
-
-
-def latency(model, questions, marginalization=None):
-    """Median seconds to answer one question (batch of 1, greedy), after warm-up."""
-    texts = [q["question"] for q in questions]
-    model.generate(texts[:1], marginalization=marginalization, batch_size=1)
-    times = []
-    for text in texts:
-        started = time.perf_counter()
-        model.generate([text], marginalization=marginalization, batch_size=1)
-        times.append(time.perf_counter() - started)
-    return float(np.median(times))
-
-
-def recall(index, questions, k):
-    result = index.search([q["question"] for q in questions], k=k)
-    return float(np.mean([q["passage_id"] in ids for q, ids in zip(questions, result.passage_ids)]))
+    return score_answers(questions, answer_questions(model, questions, marginalization))
 
 
 def closed_book_model(encoder, preprocessor, directory):
@@ -248,10 +223,7 @@ def run(args, workdir):
     texts = [p["text"] for p in passages + train_passages]
     texts += [q[k] for q in true_train + train_questions + test for k in ("question", "answer")]
     preprocessor = RagPreprocessor.from_texts(load_minilm_tokenizer(), texts)
-    rng = np.random.RandomState(args.seed)
-    evaluation = test
-    if args.eval_questions and args.eval_questions < len(test):
-        evaluation = [test[i] for i in sorted(rng.choice(len(test), int(args.eval_questions), replace=False))]
+    evaluation = sample_questions(test, args.eval_questions, args.seed)
     timing = evaluation[: int(args.latency_questions)]
     results = {
         "mode": args.mode,
@@ -268,8 +240,8 @@ def run(args, workdir):
         "countries": {"train": len(train_countries), "test": len(test_countries)},
         "questions": {"train": len(train_questions), "test_scored": len(evaluation)},
         "retrieval_recall": {
-            f"at_{TEACHER_DOCS}": recall(index, test, TEACHER_DOCS),
-            f"at_{STUDENT_DOCS}": recall(index, test, STUDENT_DOCS),
+            f"at_{TEACHER_DOCS}": retrieval_recall(index, test, TEACHER_DOCS),
+            f"at_{STUDENT_DOCS}": retrieval_recall(index, test, STUDENT_DOCS),
         },
         "models": {},
     }
@@ -288,7 +260,7 @@ def run(args, workdir):
         entry["doc_score_scale"] = float(model.rag.doc_score_scale.numpy())
         entry["training"] = training
         if timed:
-            entry["latency_seconds"] = latency(model, timing, marginalization)
+            entry["latency_seconds"] = latency_per_question(model, timing, marginalization)
         models[name] = entry
         print(f"{name:>22}: EM {entry['exact_match']:.3f}  F1 {entry['token_f1']:.3f}  "
               f"params {entry['generator_parameters']:,}  steps {training['steps']}  "

@@ -44,6 +44,39 @@ QUESTION_TEMPLATES = {
     ),
 }
 
+# Other wordings of the same questions, used by no template above (see
+# `country_questions(..., wording="reworded")`): for measuring whether a model
+# learned to answer the question or only its training phrasings.
+REWORDED_TEMPLATES = {
+    "capital": (
+        "Tell me the capital of {country}.",
+        "Which city serves as the capital of {country}?",
+        "{country} has which city as its capital?",
+    ),
+    "country_of_capital": (
+        "Of which country is {capital} the capital?",
+        "{capital} is the capital city of what nation?",
+    ),
+    "region": (
+        "What part of the world is {country} in?",
+        "{country} lies in which region of the world?",
+    ),
+    "subregion": (
+        "What subregion is {country} located in?",
+        "{country} is situated in which subregion?",
+    ),
+    "demonym": (
+        "What do you call a person from {country}?",
+        "How are the inhabitants of {country} called?",
+    ),
+    "currency": (
+        "What money do people use in {country}?",
+        "What is the official currency of {country}?",
+    ),
+}
+
+WORDINGS = {"training": QUESTION_TEMPLATES, "reworded": REWORDED_TEMPLATES}
+
 # The fact group whose passage answers each question type.
 QUESTION_SOURCES = {
     "capital": "capital",
@@ -215,9 +248,9 @@ def _answer(record, question_type):
     return record[question_type]
 
 
-def _questions_for(record):
+def _questions_for(record, templates_of=QUESTION_TEMPLATES):
     questions = []
-    for question_type, templates in QUESTION_TEMPLATES.items():
+    for question_type, templates in templates_of.items():
         answer = _answer(record, question_type)
         if not answer:
             continue
@@ -265,7 +298,8 @@ def country_split(test_fraction=0.2, seed=0):
     return train, test
 
 
-def country_questions(split="all", test_fraction=0.2, seed=0, types=None):
+def country_questions(split="all", test_fraction=0.2, seed=0, types=None,
+                      wording="training"):
     """Builds question/answer pairs about the countries of one split.
 
     Args:
@@ -275,6 +309,9 @@ def country_questions(split="all", test_fraction=0.2, seed=0, types=None):
         seed: int, seed of the country split.
         types: optional iterable of question types to keep (keys of
             `QUESTION_TEMPLATES`). Defaults to all types.
+        wording: `"training"` (the `QUESTION_TEMPLATES`) or `"reworded"`
+            (the `REWORDED_TEMPLATES`: the same facts asked in wordings no
+            training template uses; for evaluation only).
 
     Returns:
         A list of dicts `{"question", "answer", "country", "type",
@@ -286,10 +323,17 @@ def country_questions(split="all", test_fraction=0.2, seed=0, types=None):
     >>> pairs = country_questions("all", types=["capital"])
     >>> [p["answer"] for p in pairs if p["question"] == "What is the capital of France?"]
     ['Paris']
+    >>> reworded = country_questions("all", types=["capital"], wording="reworded")
+    >>> [p["question"] for p in reworded if p["country"] == "France"][0]
+    'Tell me the capital of France.'
     """
     if split not in _SPLITS:
         raise ValueError(
             f"`split` must be one of {_SPLITS}. Received: split={split!r}"
+        )
+    if wording not in WORDINGS:
+        raise ValueError(
+            f"`wording` must be one of {tuple(WORDINGS)}. Received: wording={wording!r}"
         )
     types = _check_types(types)
     if split == "all":
@@ -299,7 +343,9 @@ def country_questions(split="all", test_fraction=0.2, seed=0, types=None):
         countries = train if split == "train" else test
     questions = []
     for record in _select(countries):
-        questions.extend(q for q in _questions_for(record) if q["type"] in types)
+        questions.extend(
+            q for q in _questions_for(record, WORDINGS[wording]) if q["type"] in types
+        )
     return questions
 
 

@@ -151,3 +151,105 @@ def counterfactual_augment(passages, questions, entities, fraction=0.5, seed=0):
                 )
             )
     return new_passages, new_questions
+
+
+def _replace_last(text, old, new):
+    """`text` with the last whole-word occurrence of `old` replaced by `new`."""
+    matches = list(re.finditer(_as_word(old), text))
+    if not matches:
+        return text
+    last = matches[-1]
+    return text[: last.start()] + new + text[last.end():]
+
+
+def _derangement(facts, rng, attempts=1000):
+    """A permutation `p` of `range(len(facts))` with `facts[p[i]] != facts[i]`."""
+    count = len(facts)
+    for _ in range(attempts):
+        order = rng.permutation(count)
+        if all(facts[order[i]] != facts[i] for i in range(count)):
+            return order
+    raise ValueError(
+        "Could not draw a permutation that changes every fact: too many "
+        f"entities share one. Received: facts={sorted(facts)[:10]}"
+    )
+
+
+def derange_facts(passages, questions, entities, seed=0):
+    """Gives every entity's passage another entity's fact (a derangement).
+
+    A stress test of reading, for evaluation: each of the `entities`'
+    passages that holds the answer of their `questions` (e.g. the capital
+    passages of the held-out countries, with their capital questions) gets
+    the answer of another of those passages in its place ("The capital of
+    France is Paris." → "The capital of France is Lima."), drawn so that
+    *every* answer changes (a random derangement; no entity keeps its own
+    fact or one equal to it). Unlike `counterfactual_augment`, the entity
+    names stay and only the answer span is replaced (its last occurrence, as
+    the fact follows the name in "The capital of Singapore is Singapore."),
+    so names inside facts ("Mexico City") need no special care. A model that
+    reads its passages answers with the new facts; one that memorised them
+    does not.
+
+    Args:
+        passages: list of dicts `{"id", "title", "text"}`; titles are the
+            entity names.
+        questions: list of dicts with `"question"`, `"answer"` and
+            `"passage_id"`: the questions whose answers are swapped. All
+            questions of one passage must share one answer, found in the
+            passage's text.
+        entities: names (passage titles) whose passages change; at least two.
+        seed: int.
+
+    Returns:
+        A tuple `(passages, questions)`: all passages in the same order with
+        the same ids (those of `entities` changed), and the questions of the
+        changed passages with their new `"answer"` and the true one as
+        `"original_answer"`.
+
+    Example:
+
+    >>> passages = [
+    ...     {"id": "a/capital", "title": "Aland", "text": "The capital of Aland is Ax."},
+    ...     {"id": "b/capital", "title": "Boland", "text": "The capital of Boland is Bo."},
+    ... ]
+    >>> questions = [
+    ...     {"question": "What is the capital of Aland?", "answer": "Ax", "passage_id": "a/capital"},
+    ...     {"question": "What is the capital of Boland?", "answer": "Bo", "passage_id": "b/capital"},
+    ... ]
+    >>> new_passages, new_questions = derange_facts(passages, questions, ["Aland", "Boland"])
+    >>> [p["text"] for p in new_passages]
+    ['The capital of Aland is Bo.', 'The capital of Boland is Ax.']
+    >>> [(q["answer"], q["original_answer"]) for q in new_questions]
+    [('Bo', 'Ax'), ('Ax', 'Bo')]
+    """
+    entities = set(entities)
+    questions_of = {}
+    for question in questions:
+        questions_of.setdefault(question["passage_id"], []).append(question)
+    chosen = [p for p in passages if p["title"] in entities and p["id"] in questions_of]
+    facts = []
+    for passage in chosen:
+        answers = {q["answer"] for q in questions_of[passage["id"]]}
+        if len(answers) != 1 or re.search(_as_word(next(iter(answers))), passage["text"]) is None:
+            raise ValueError(
+                "The questions of each changed passage must share one answer that its "
+                f"text contains. Received: passage={passage!r}, answers={sorted(answers)}"
+            )
+        facts.append(answers.pop())
+    if len(chosen) < 2:
+        raise ValueError(
+            "Deranging facts needs at least two passages of `entities` with questions. "
+            f"Received: {len(chosen)} such passages"
+        )
+    order = _derangement(facts, np.random.RandomState(seed))
+    new_text, new_questions = {}, []
+    for i, passage in enumerate(chosen):
+        old, new = facts[i], facts[order[i]]
+        new_text[passage["id"]] = _replace_last(passage["text"], old, new)
+        for question in questions_of[passage["id"]]:
+            new_questions.append(dict(question, answer=new, original_answer=old))
+    new_passages = [
+        dict(p, text=new_text[p["id"]]) if p["id"] in new_text else p for p in passages
+    ]
+    return new_passages, new_questions

@@ -71,3 +71,23 @@ def test_reverse_capital_questions_have_a_single_answer():
         answers_by_question.setdefault(pair["question"], set()).add(pair["answer"])
     assert all(len(answers) == 1 for answers in answers_by_question.values())
     assert not any("Naypyidaw" in question for question in answers_by_question)
+
+
+def test_reworded_questions_use_no_training_wording():
+    training = {t for templates in countries.QUESTION_TEMPLATES.values() for t in templates}
+    reworded = {t for templates in countries.REWORDED_TEMPLATES.values() for t in templates}
+    assert set(countries.REWORDED_TEMPLATES) == set(countries.QUESTION_TEMPLATES)
+    assert training.isdisjoint(reworded)
+    train_texts = {q["question"] for q in countries.country_questions("all")}
+    test = countries.country_questions("test", seed=0, wording="reworded")
+    assert test and not {q["question"] for q in test} & train_texts
+    # Same facts, same split, same gold passages: only the wording differs.
+    standard = countries.country_questions("test", seed=0)
+    facts = {(q["country"], q["type"], q["answer"], q["passage_id"]) for q in standard}
+    assert {(q["country"], q["type"], q["answer"], q["passage_id"]) for q in test} == facts
+    assert {q["type"] for q in test} == set(countries.QUESTION_TEMPLATES)
+
+
+def test_reworded_wording_is_validated():
+    with pytest.raises(ValueError, match="Received: wording='formal'"):
+        countries.country_questions(wording="formal")

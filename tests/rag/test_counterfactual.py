@@ -89,3 +89,60 @@ def test_names_inside_facts_are_never_renamed():
 def test_fraction_is_validated():
     with pytest.raises(ValueError, match="Received: fraction=2"):
         counterfactual_augment([], [], [], fraction=2)
+
+
+def test_derange_facts_changes_every_held_out_capital():
+    from keras_ragkd.rag.counterfactual import derange_facts
+
+    _, test = country_split()
+    passages = country_passages()
+    questions = country_questions("test", types=["capital"])
+    new_passages, new_questions = derange_facts(passages, questions, test, seed=0)
+    assert [p["id"] for p in new_passages] == [p["id"] for p in passages]
+    changed = {n["title"] for n, p in zip(new_passages, passages) if n["text"] != p["text"]}
+    assert changed == set(test)  # every held-out country, no other
+    # Each held-out capital passage now names another held-out country's
+    # capital, every such capital is named once (a permutation), and the
+    # questions carry the new answers.
+    before = {p["title"]: p["text"] for p in passages if p["id"].endswith("/capital")}
+    after = {p["title"]: p["text"] for p in new_passages if p["id"].endswith("/capital")}
+    true_capital = {q["country"]: q["answer"] for q in questions}
+    for question in new_questions:
+        country, old, new = question["country"], question["original_answer"], question["answer"]
+        assert new != old == true_capital[country]
+        # Only the fact changes, not a country name equal to it (Singapore).
+        assert after[country] == f"The capital of {country} is {new}."
+        assert before[country] == f"The capital of {country} is {old}."
+    assert collections.Counter(
+        q["answer"] for q in new_questions) == collections.Counter(q["answer"] for q in questions)
+    assert new_questions != derange_facts(passages, questions, test, seed=1)[1]
+
+
+def test_derange_facts_refuses_what_it_cannot_change():
+    from keras_ragkd.rag.counterfactual import derange_facts
+
+    passages = [{"id": f"{c}/capital", "title": c, "text": f"The capital of {c} is X."}
+                for c in ("A", "B")]
+    questions = [{"question": f"Capital of {c}?", "answer": "X", "passage_id": f"{c}/capital"}
+                 for c in ("A", "B")]
+    with pytest.raises(ValueError, match="Received: facts"):
+        derange_facts(passages, questions, ["A", "B"])
+    with pytest.raises(ValueError, match="at least two"):
+        derange_facts(passages[:1], questions[:1], ["A"])
+    with pytest.raises(ValueError, match="share one answer"):
+        derange_facts(passages, [dict(questions[0], answer="Y"), questions[1]], ["A", "B"])
+
+
+def test_derange_facts_keeps_a_name_equal_to_the_fact():
+    from keras_ragkd.rag.counterfactual import derange_facts
+
+    countries = ["Singapore", "Mexico", "France"]
+    passages = country_passages(countries)
+    questions = [q for q in country_questions("all", types=["capital"])
+                 if q["country"] in countries]
+    new_passages, _ = derange_facts(passages, questions, countries, seed=0)
+    texts = {p["id"]: p["text"] for p in new_passages}
+    assert texts["singapore/capital"].startswith("The capital of Singapore is ")
+    assert texts["singapore/capital"] != "The capital of Singapore is Singapore."
+    assert texts["mexico/capital"].startswith("The capital of Mexico is ")
+    assert "Mexico City" not in texts["mexico/capital"]
