@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import tempfile
+import uuid
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -62,10 +63,20 @@ def apply_umask(path):
 
 
 def make_staging_directory(prefix, suffix="", dir=None):
-    """`tempfile.mkdtemp` with the mode of a folder made by `os.mkdir`."""
-    staging = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=dir)
-    apply_umask(staging)
-    return staging
+    """A new uniquely named folder, created with the mode `os.mkdir` gives.
+
+    Unlike `tempfile.mkdtemp` (mode 0700, then changed), the mode is right
+    from the moment the folder exists, so a writer killed at any point never
+    leaves a private folder behind.
+    """
+    parent = tempfile.gettempdir() if dir is None else os.fspath(dir)
+    while True:
+        staging = os.path.join(parent, f"{prefix}{uuid.uuid4().hex[:12]}{suffix}")
+        try:
+            os.mkdir(staging)  # 0o777 minus the umask
+            return staging
+        except FileExistsError:
+            continue
 
 
 def _host():
@@ -188,8 +199,8 @@ def atomic_write(path, write, mode="wb"):
     'hello'
     """
     folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder
+    descriptor, temporary = _create_temporary_file(
+        folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
     )
     try:
         encoding = None if "b" in mode else "utf-8"
@@ -197,13 +208,22 @@ def atomic_write(path, write, mode="wb"):
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        apply_umask(temporary)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
     fsync_directory(folder)
+
+
+def _create_temporary_file(folder, prefix, suffix):
+    """A new file, its mode right from creation (0666 less the umask)."""
+    while True:
+        temporary = os.path.join(folder, f"{prefix}{uuid.uuid4().hex[:12]}{suffix}")
+        try:
+            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
+        except FileExistsError:
+            continue
 
 
 def _exchange(first, second):
