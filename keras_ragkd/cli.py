@@ -510,7 +510,7 @@ def _text(value):
 
 
 def export(args):
-    from keras_ragkd.rag.exporting import check_exact_retrieval
+    from keras_ragkd.rag.exporting import refuse_approximate_search
     from keras_ragkd.serving import export_model
 
     check_positive(args.num_beams, "--num-beams")
@@ -518,7 +518,7 @@ def export(args):
                        inputs=[("MODEL_DIR", args.model), ("--index", args.index)])
     model = swap_index(load_model(args.model), args)
     with checking(f"model {args.model}"):
-        check_exact_retrieval(model, args.exact_retrieval)
+        refuse_approximate_search(model, args.exact_retrieval)
     export_model(model, out, exact_retrieval=args.exact_retrieval, num_beams=args.num_beams)
     emit(args, {"saved_model": out, "signatures": ["serve", "retrieve"],
                 "model": os.path.abspath(args.model)})

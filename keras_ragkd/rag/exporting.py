@@ -25,7 +25,7 @@ def retrievers_of(model):
     ]
 
 
-def check_exact_retrieval(model, exact_retrieval):
+def refuse_approximate_search(model, exact_retrieval):
     """Refuses to export approximate indexes unless told the search may differ.
 
     An exported model searches exactly (matmul + top-k); FAISS searches an
@@ -45,7 +45,7 @@ def check_exact_retrieval(model, exact_retrieval):
 
 
 @contextlib.contextmanager
-def in_graph_retrieval(model):
+def in_graph_search(model):
     """Switches every FAISS retriever of `model` to the tensor backend for a while."""
     retrievers = retrievers_of(model)
     previous = [retriever.backend for retriever in retrievers]
@@ -96,7 +96,7 @@ def export_question_answerer(model, path, max_length=None, num_beams=1,
     Returns:
         The absolute export path.
     """
-    check_exact_retrieval(model, exact_retrieval)
+    refuse_approximate_search(model, exact_retrieval)
 
     def write(staging):
         # A plain `tf.Module` tracking the model's TensorFlow variables once:
@@ -115,5 +115,5 @@ def export_question_answerer(model, path, max_length=None, num_beams=1,
         if verbose:
             print(f"Exported `serve` and `retrieve` (questions: tf.string[None]) to {path}")
 
-    with in_graph_retrieval(model):
+    with in_graph_search(model):
         return write_atomically(path, write)

@@ -1,8 +1,8 @@
 """SavedModel export that never embeds a Python (FAISS) callback."""
 
 from keras_ragkd.rag import RagQuestionAnswerer
-from keras_ragkd.rag.exporting import check_exact_retrieval
-from keras_ragkd.rag.exporting import in_graph_retrieval
+from keras_ragkd.rag.exporting import refuse_approximate_search
+from keras_ragkd.rag.exporting import in_graph_search
 from keras_ragkd.rag.exporting import write_atomically
 
 
@@ -64,7 +64,7 @@ def export_model(model, path, input_signature=None, verbose=False, exact_retriev
             "Decoding settings apply to `RagQuestionAnswerer` models only. "
             f"Received: {sorted(kwargs)}"
         )
-    check_exact_retrieval(model, exact_retrieval)
+    refuse_approximate_search(model, exact_retrieval)
 
     def write(staging):
         model.export(
@@ -72,5 +72,5 @@ def export_model(model, path, input_signature=None, verbose=False, exact_retriev
             verbose=verbose,
         )
 
-    with in_graph_retrieval(model):
+    with in_graph_search(model):
         return write_atomically(path, write)
