@@ -61,6 +61,7 @@ from keras_ragkd.rag import RagPreprocessor
 from keras_ragkd.rag import RagQuestionAnswerer
 from keras_ragkd.rag import RetrievalAugmentedGenerator
 from keras_ragkd.rag import TimeCosineDecay
+from keras_ragkd.rag import StepLimit
 from keras_ragkd.rag import TimeLimit
 from keras_ragkd.rag import build_generator
 from keras_ragkd.rag import build_rag_question_answerer
@@ -132,19 +133,6 @@ class LossCurve(keras.callbacks.Callback):
         self.steps += 1
         if self.steps % self.every == 0 and logs and self.key in logs:
             self.points.append((time.monotonic() - self.started, self.steps, float(logs[self.key])))
-
-
-class StepLimit(keras.callbacks.Callback):
-    """Stops training after `steps` batches."""
-
-    def __init__(self, steps):
-        super().__init__()
-        self.steps, self.done = int(steps), 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.done += 1
-        if self.done >= self.steps:
-            self.model.stop_training = True
 
 
 def train(model, dataset, limits, curve_key="loss"):

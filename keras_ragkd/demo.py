@@ -82,6 +82,7 @@ from keras_ragkd.rag import RagPreprocessor  # noqa: E402
 from keras_ragkd.rag import RagQuestionAnswerer  # noqa: E402
 from keras_ragkd.rag import RetrievalAugmentedGenerator  # noqa: E402
 from keras_ragkd.rag import TimeCosineDecay  # noqa: E402
+from keras_ragkd.rag import StepLimit  # noqa: E402
 from keras_ragkd.rag import TimeLimit  # noqa: E402
 from keras_ragkd.rag import build_generator  # noqa: E402
 from keras_ragkd.rag import build_rag_question_answerer  # noqa: E402
@@ -263,19 +264,6 @@ class TrainingProgress(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.bar is not None:
             self.bar.update(self.steps, finalize=True)
-
-
-class StepLimit(keras.callbacks.Callback):
-    """Stops training after `steps` batches."""
-
-    def __init__(self, steps):
-        super().__init__()
-        self.steps, self.done = int(steps), 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.done += 1
-        if self.done >= self.steps:
-            self.model.stop_training = True
 
 
 def train(model, dataset, limits, key="loss", steps=None):

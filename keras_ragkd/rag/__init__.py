@@ -1,5 +1,6 @@
 """Retrieval-augmented generation: the RAG layer, generators, task model, metrics."""
 
+from keras_ragkd.rag.callbacks import StepLimit
 from keras_ragkd.rag.callbacks import TimeCosineDecay
 from keras_ragkd.rag.callbacks import TimeLimit
 from keras_ragkd.rag.copy_generator import CopyTransformerGenerator
@@ -35,6 +36,7 @@ __all__ = [
     "RagSequenceLoss",
     "RagTokenLoss",
     "RetrievalAugmentedGenerator",
+    "StepLimit",
     "TimeCosineDecay",
     "TimeLimit",
     "answer_scores",

@@ -148,3 +148,41 @@ class TimeCosineDecay(WallClockBudget):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ragkd")
+class StepLimit(keras.callbacks.Callback):
+    """Stops training after `steps` batches, across epochs.
+
+    The step-matched counterpart of `TimeLimit`: a student trained for as
+    many steps as another one took in its time budget.
+
+    Args:
+        steps: positive int, batches to train for.
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    >>> model.compile("sgd", "mse")
+    >>> history = model.fit(np.ones((8, 1)), np.ones((8, 1)), batch_size=2,
+    ...                     epochs=10, verbose=0, callbacks=[StepLimit(6)])
+    >>> len(history.history["loss"])  # 4 steps per epoch: stopped in epoch 2
+    2
+    """
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps, self.done = int(steps), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done += 1
+        if self.done >= self.steps:
+            self.model.stop_training = True
+
+    def get_config(self):
+        return {"steps": self.steps}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
