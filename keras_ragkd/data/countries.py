@@ -120,7 +120,14 @@ def country_records():
     >>> [r["capital"] for r in records if r["name"] == "France"]
     ['Paris']
     """
-    import countryinfo
+    try:
+        import countryinfo
+    except ImportError as error:
+        raise ImportError(
+            "The embedded country knowledge base is built from the `countryinfo` "
+            "package, an optional dependency of keras_ragkd (the demo's data). "
+            "Install it with `pip install 'keras_ragkd[data]'`."
+        ) from error
 
     infos = [country.info() for country in countryinfo.all_countries()]
     name_of_code = {

@@ -136,10 +136,30 @@ def evaluate_answers(model, questions, marginalization=None, batch_size=64,
     (wall time of batched generation divided by the count: a throughput
     figure, not a batch-1 latency; see `latency_per_question`).
 
+    Args:
+        model: anything with `generate(questions, marginalization=...,
+            batch_size=...)` returning answer strings (a `RagQuestionAnswerer`).
+        questions: list of question dicts (`"question"`, `"answer"`, `"type"`).
+        marginalization: passed to `generate` (`None`: the model's own).
+        batch_size: int, questions per compiled call.
+        num_examples: int, how many answered examples to keep in the scores.
+        verbose: 0 (silent) or 1 (a Keras progress bar over the questions).
+
+    Returns:
+        The dict of `score_answers` plus `"count"` and `"seconds_per_question"`.
+
     Example:
 
-    >>> scores = evaluate_answers(model, country_questions("test"))  # doctest: +SKIP
-    >>> scores["exact_match"], scores["by_type"]["capital"]  # doctest: +SKIP
+    >>> class Capitals:  # any model with `generate`
+    ...     def generate(self, questions, marginalization=None, batch_size=64):
+    ...         return ["lima" if "Peru" in q else "?" for q in questions]
+    >>> questions = [
+    ...     {"question": "What is the capital of Peru?", "answer": "Lima", "type": "capital"},
+    ...     {"question": "What is the capital of Chad?", "answer": "N'Djamena", "type": "capital"},
+    ... ]
+    >>> scores = evaluate_answers(Capitals(), questions, batch_size=2)
+    >>> scores["exact_match"], scores["by_type"]["capital"], scores["count"]
+    (0.5, 0.5, 2)
     """
     started = time.perf_counter()
     predictions = answer_questions(model, questions, marginalization, batch_size, verbose)

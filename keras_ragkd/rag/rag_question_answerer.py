@@ -18,6 +18,7 @@ from keras_ragkd.rag.preprocessor import START_ID
 from keras_ragkd.rag.presets import load_rag_preset
 from keras_ragkd.rag.presets import save_rag_preset
 from keras_ragkd.rag.retrieval_augmented_generator import RetrievalAugmentedGenerator
+from keras_ragkd.retrieval import PassageReindexer
 from keras_ragkd.retrieval import PassageRetriever
 from keras_ragkd.retrieval.encoder_records import check_query_encoder
 
@@ -92,11 +93,28 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
 
     Example:
 
-    >>> model = RagQuestionAnswerer(preprocessor, rag)  # doctest: +SKIP
-    >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))  # doctest: +SKIP
-    >>> model.fit(questions, answers, batch_size=32, epochs=1)  # doctest: +SKIP
-    >>> model.generate(["What is the capital of France?"])  # doctest: +SKIP
-    ['paris']
+    >>> import keras
+    >>> from keras_ragkd.data.countries import country_passages, country_questions
+    >>> from keras_ragkd.retrieval import PassageIndex, TfidfEncoder, TfidfQueryEncoder
+    >>> from keras_ragkd.rag import RagPreprocessor
+    >>> from keras_ragkd.text import load_minilm_tokenizer
+    >>> countries = ["France", "Peru", "Japan"]
+    >>> passages = country_passages(countries)
+    >>> qa = [q for q in country_questions("all") if q["country"] in countries]
+    >>> tfidf = TfidfEncoder(dim=8).fit([p["text"] for p in passages])
+    >>> index = PassageIndex.build(passages, tfidf, verbose=0)
+    >>> texts = [p["text"] for p in passages]
+    >>> texts += [q[key] for q in qa for key in ("question", "answer")]
+    >>> preprocessor = RagPreprocessor.from_texts(load_minilm_tokenizer(), texts)
+    >>> keras.utils.set_random_seed(0)
+    >>> model = build_rag_question_answerer(
+    ...     index, TfidfQueryEncoder.from_encoder(tfidf), preprocessor,
+    ...     generator="tiny", n_docs=2)
+    >>> model.compile(optimizer=keras.optimizers.Adam(5e-3))
+    >>> history = model.fit([q["question"] for q in qa], [q["answer"] for q in qa],
+    ...                     batch_size=8, epochs=20, verbose=0)
+    >>> model.generate(["What is the capital of Peru?"])
+    ['lima']
     """
 
     def __init__(self, preprocessor, rag, **kwargs):
@@ -108,6 +126,7 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
             )
         self.preprocessor = preprocessor
         self.rag = rag
+        self.query_encoder_optimizer = None
         self.built = True
         # A plain object: Keras would track a dict attribute, and a SavedModel
         # cannot hold functions keyed by tuples.
@@ -116,11 +135,32 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
     def call(self, inputs, training=None):
         return self.rag(inputs, training=training)
 
-    def compile(self, optimizer="adam", loss="auto", **kwargs):
+    @property
+    def output_kind(self):
+        """`"log_probabilities"`: `call` returns RAG marginals, read so by the `Distiller`."""
+        return "log_probabilities"
+
+    def compile(self, optimizer="adam", loss="auto", query_encoder_optimizer="auto", **kwargs):
         """Like `keras.Model.compile`; `loss="auto"` picks the RAG loss.
 
         `"auto"` is `RagTokenLoss()` for `marginalization="token"` and
         `RagSequenceLoss(normalize_by_length=True)` for `"sequence"`.
+
+        A trainable query encoder (`build_rag_question_answerer(...,
+        train_query_encoder=True)`) gets its own optimizer, so that it moves
+        more slowly than the generator: with `query_encoder_optimizer="auto"`
+        a copy of `optimizer` at a tenth of its learning rate
+        (`QUERY_ENCODER_LEARNING_RATE_FACTOR`). Pass an optimizer (or its
+        name) to choose, or `None` for one optimizer over every weight. A
+        frozen query encoder needs none. `fit` then also keeps the index in
+        step with the encoder (see `fit`).
+
+        Args:
+            optimizer: the optimizer (or name) of the model's weights.
+            loss: `"auto"` or a Keras loss.
+            query_encoder_optimizer: `"auto"`, `None`, or an optimizer (or
+                name) for the query encoder's trainable weights.
+            **kwargs: other `keras.Model.compile` arguments.
         """
         if loss == "auto":
             if self.rag.marginalization == "token":
@@ -128,12 +168,55 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
             else:
                 loss = RagSequenceLoss(normalize_by_length=True)
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        self.query_encoder_optimizer = query_encoder_optimizer_for(
+            self.optimizer, query_encoder_optimizer, self.rag.query_encoder
+        )
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config:
+            config["query_encoder_optimizer"] = keras.saving.serialize_keras_object(
+                self.query_encoder_optimizer
+            )
+        return config
 
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)
         self.compile(**config)
         if self.built:
-            self.optimizer.build(self.trainable_variables)
+            self.optimizer.build(self._weights_for_main_optimizer())
+            if self.query_encoder_optimizer is not None:
+                self.query_encoder_optimizer.build(self.rag.query_encoder.trainable_variables)
+
+    def _weights_for_main_optimizer(self):
+        if self.query_encoder_optimizer is None:
+            return self.trainable_variables
+        encoder_weights = {id(v) for v in self.rag.query_encoder.trainable_variables}
+        return [v for v in self.trainable_variables if id(v) not in encoder_weights]
+
+    def train_step(self, data):
+        """Keras' step, with the query encoder's own optimizer where it has one."""
+        if self.query_encoder_optimizer is None:
+            return super().train_step(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self._compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+            )
+            self._loss_tracker.update_state(
+                # Keras scales the loss down by the replica count; the
+                # tracked figure is the per-example loss, as in Keras' step.
+                loss * tf.distribute.get_strategy().num_replicas_in_sync,
+                sample_weight=tf.shape(tf.nest.flatten(x)[0])[0],
+            )
+            loss = self.optimizer.scale_loss(loss)
+        encoder_weights = self.rag.query_encoder.trainable_variables
+        other_weights = self._weights_for_main_optimizer()
+        gradients = tape.gradient(loss, encoder_weights + other_weights)
+        self.query_encoder_optimizer.apply(gradients[: len(encoder_weights)], encoder_weights)
+        self.optimizer.apply(gradients[len(encoder_weights):], other_weights)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     # Data.
 
@@ -174,13 +257,30 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
         `tf.data.Dataset` of `(question, answer)` string pairs, or a dataset
         already preprocessed (as returned by `preprocess`). `shuffle` applies
         to lists. Other arguments are those of `keras.Model.fit`.
+
+        With a trainable query encoder on raw strings, the index follows the
+        encoder: unless `callbacks` hold a `PassageReindexer` already, one is
+        added that re-embeds the passages at the end of every epoch.
         """
+        kwargs["callbacks"] = self._with_reindexer(kwargs.get("callbacks"))
         dataset = self.preprocess(x, y, batch_size=batch_size, shuffle=shuffle)
         if validation_data is not None:
             if not isinstance(validation_data, tuple):
                 validation_data = (validation_data, None)
             validation_data = self.preprocess(*validation_data, batch_size=batch_size)
         return super().fit(dataset, validation_data=validation_data, shuffle=False, **kwargs)
+
+    def _with_reindexer(self, callbacks):
+        callbacks = list(callbacks or [])
+        retriever = self.rag.retriever
+        if (
+            self.rag.query_encoder.trainable_variables
+            and self.preprocessor.query_as_text
+            and isinstance(retriever, PassageRetriever)
+            and not any(isinstance(c, PassageReindexer) for c in callbacks)
+        ):
+            callbacks.append(PassageReindexer(retriever, self.rag.query_encoder))
+        return callbacks
 
     def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
         """Evaluates the loss on question/answer strings."""
@@ -443,6 +543,47 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
         return cls(**config)
 
 
+QUERY_ENCODER_LEARNING_RATE_FACTOR = 0.1
+
+
+def query_encoder_optimizer_for(optimizer, query_encoder_optimizer, query_encoder):
+    """The optimizer of a trainable query encoder, or `None`.
+
+    Args:
+        optimizer: the model's compiled optimizer.
+        query_encoder_optimizer: `"auto"` (a copy of `optimizer` at
+            `QUERY_ENCODER_LEARNING_RATE_FACTOR` times its learning rate when
+            the encoder has trainable weights), `None`, or an optimizer or name.
+        query_encoder: the RAG layer's query encoder.
+
+    Example:
+
+    >>> import keras
+    >>> encoder = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    >>> adam = keras.optimizers.Adam(1e-3)
+    >>> round(float(query_encoder_optimizer_for(adam, "auto", encoder).learning_rate), 8)
+    0.0001
+    >>> encoder.trainable = False
+    >>> query_encoder_optimizer_for(adam, "auto", encoder) is None
+    True
+    """
+    if query_encoder_optimizer is None or not query_encoder.trainable_variables:
+        return None
+    if query_encoder_optimizer != "auto":
+        return keras.optimizers.get(query_encoder_optimizer)
+    config = optimizer.get_config()
+    learning_rate = config["learning_rate"]
+    if not isinstance(learning_rate, (int, float)):
+        raise ValueError(
+            '`query_encoder_optimizer="auto"` scales a constant learning rate; with a '
+            "schedule, pass the query encoder's optimizer yourself. Received: "
+            f"learning_rate={learning_rate!r}"
+        )
+    config["learning_rate"] = learning_rate * QUERY_ENCODER_LEARNING_RATE_FACTOR
+    config["name"] = "query_encoder_" + config["name"]
+    return type(optimizer).from_config(config)
+
+
 def _gather_strings(table, retrieved):
     """`table[rows]` where the retrieval is valid, `""` elsewhere."""
     return tf.where(retrieved["mask"], tf.gather(table, retrieved["rows"]), "")
@@ -475,7 +616,13 @@ def build_generator(generator, preprocessor, dropout=0.1):
 
     Example:
 
-    >>> build_generator("tiny", preprocessor).vocabulary_size  # doctest: +SKIP
+    >>> from keras_ragkd.rag import RagPreprocessor
+    >>> from keras_ragkd.text import load_minilm_tokenizer
+    >>> preprocessor = RagPreprocessor.from_texts(
+    ...     load_minilm_tokenizer(), ["The capital of Peru is Lima."])
+    >>> generator = build_generator("tiny", preprocessor)
+    >>> generator.vocabulary_size == preprocessor.vocabulary_size
+    True
     """
     if isinstance(generator, str):
         if generator not in GENERATOR_SIZES:
@@ -536,14 +683,27 @@ def build_rag_question_answerer(index, query_encoder, preprocessor, generator="s
             (`trainable = False`): the index was embedded by that encoder, and
             fine-tuning the query side alone moves queries away from it (with
             Adam at 1e-3 on MiniLM, gold-passage recall@3 fell from 1.00 to
-            0.00 in 20 steps). Set True only with a `PassageReindexer`
-            callback re-embedding the index, and a small learning rate.
+            0.00 in 20 steps). With True, `compile` gives the encoder its
+            own optimizer at a tenth of the learning rate and `fit`
+            re-embeds the index after each epoch (a `PassageReindexer`), so
+            the index follows the encoder.
 
     Example:
 
-    >>> preprocessor = RagPreprocessor.from_texts(tokenizer, texts)  # doctest: +SKIP
-    >>> model = build_rag_question_answerer(index, encoder, preprocessor,
-    ...                                     generator="small")  # doctest: +SKIP
+    >>> from keras_ragkd.data.countries import country_passages
+    >>> from keras_ragkd.retrieval import PassageIndex, TfidfEncoder, TfidfQueryEncoder
+    >>> from keras_ragkd.rag import RagPreprocessor
+    >>> from keras_ragkd.text import load_minilm_tokenizer
+    >>> passages = country_passages(["France", "Peru", "Japan"])
+    >>> tfidf = TfidfEncoder(dim=8).fit([p["text"] for p in passages])
+    >>> index = PassageIndex.build(passages, tfidf, verbose=0)
+    >>> preprocessor = RagPreprocessor.from_texts(
+    ...     load_minilm_tokenizer(), [p["text"] for p in passages])
+    >>> model = build_rag_question_answerer(
+    ...     index, TfidfQueryEncoder.from_encoder(tfidf), preprocessor,
+    ...     generator="tiny", n_docs=2)
+    >>> model.retrieve(["What is the capital of Peru?"])[0][0]["id"]
+    'peru/capital'
     """
     check_query_encoder(query_encoder, index)
     query_encoder.trainable = bool(train_query_encoder)
