@@ -29,7 +29,7 @@ their facts in no training pair):
 - generation latency per question (batch of 1, greedy), generator sizes.
 
 Training uses counterfactual passages for half the training facts (see
-`keras_ragkd.rag.counterfactual_augment`); evaluation uses the true index.
+`keras_ragkd.data.counterfactual_augment`); evaluation uses the true index.
 Writes `benchmarks/results/rag_quality_bench.json` and `.png`
 (`rag_quality_bench_quick.*` with `--quick`). Training budgets are wall-clock
 (`TimeLimit`, tracing excluded); every budget can be overridden, e.g.
@@ -60,12 +60,12 @@ from keras_ragkd.rag import GENERATOR_SIZES
 from keras_ragkd.rag import RagPreprocessor
 from keras_ragkd.rag import RagQuestionAnswerer
 from keras_ragkd.rag import RetrievalAugmentedGenerator
-from keras_ragkd.rag import TimeCosineDecay
-from keras_ragkd.rag import StepLimit
-from keras_ragkd.rag import TimeLimit
+from keras_ragkd.training_budget import TimeCosineDecay
+from keras_ragkd.training_budget import StepLimit
+from keras_ragkd.training_budget import TimeLimit
 from keras_ragkd.rag import build_generator
 from keras_ragkd.rag import build_rag_question_answerer
-from keras_ragkd.rag import counterfactual_augment
+from keras_ragkd.data import counterfactual_augment
 from keras_ragkd.rag import make_passage_retriever
 from keras_ragkd.rag.evaluation import answer_questions
 from keras_ragkd.rag.evaluation import latency_per_question

@@ -27,7 +27,7 @@ import tensorflow_text  # noqa: F401 (the WordPiece ops of the reloaded graph)
 from keras_ragkd.data import country_passages
 from keras_ragkd.data import country_questions
 from keras_ragkd.rag import RagPreprocessor
-from keras_ragkd.rag import TimeLimit
+from keras_ragkd.training_budget import TimeLimit
 from keras_ragkd.rag import build_rag_question_answerer
 from keras_ragkd.retrieval import PassageIndex
 from keras_ragkd.retrieval import load_minilm_encoder

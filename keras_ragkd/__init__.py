@@ -13,7 +13,11 @@ from keras_ragkd.rag import RagPreprocessor, RagQuestionAnswerer, RetrievalAugme
 # --- data public API ---
 from keras_ragkd.data import country_passages, country_questions, country_split
 
+# --- training budgets (general callbacks) ---
+from keras_ragkd.training_budget import StepLimit, TimeCosineDecay, TimeLimit
+
 # The subpackages, reachable as attributes (`keras_ragkd.serving.export_model`).
 from keras_ragkd import data, distillation, models, rag, retrieval, serving, text  # noqa: E402
+from keras_ragkd import training_budget  # noqa: E402
 
 __version__ = "0.1.0"

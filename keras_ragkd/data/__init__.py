@@ -6,6 +6,8 @@ from keras_ragkd.data.countries import country_passages
 from keras_ragkd.data.countries import country_questions
 from keras_ragkd.data.countries import country_records
 from keras_ragkd.data.countries import country_split
+from keras_ragkd.data.counterfactual import counterfactual_augment
+from keras_ragkd.data.counterfactual import derange_facts
 from keras_ragkd.data.files import DataFileError
 from keras_ragkd.data.files import read_corpus
 from keras_ragkd.data.files import read_qa_pairs

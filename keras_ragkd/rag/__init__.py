@@ -1,11 +1,7 @@
 """Retrieval-augmented generation: the RAG layer, generators, task model, metrics."""
 
-from keras_ragkd.rag.callbacks import StepLimit
-from keras_ragkd.rag.callbacks import TimeCosineDecay
-from keras_ragkd.rag.callbacks import TimeLimit
 from keras_ragkd.rag.copy_generator import CopyTransformerGenerator
 from keras_ragkd.rag.copy_generator import scatter_copy_probs
-from keras_ragkd.rag.counterfactual import counterfactual_augment
 from keras_ragkd.rag.decoding import beam_search
 from keras_ragkd.rag.losses import RagSequenceLoss
 from keras_ragkd.rag.losses import RagTokenLoss
@@ -36,15 +32,11 @@ __all__ = [
     "RagSequenceLoss",
     "RagTokenLoss",
     "RetrievalAugmentedGenerator",
-    "StepLimit",
-    "TimeCosineDecay",
-    "TimeLimit",
     "answer_scores",
     "GENERATOR_SIZES",
     "beam_search",
     "build_generator",
     "build_rag_question_answerer",
-    "counterfactual_augment",
     "document_log_probs",
     "exact_match",
     "make_passage_retriever",
@@ -57,3 +49,8 @@ __all__ = [
     "CausalLMRagQuestionAnswerer",
     "build_causal_lm_rag_question_answerer",
 ]
+
+# Moved: training budgets to `keras_ragkd.training_budget`, counterfactual data to
+# `keras_ragkd.data.counterfactual`.
+from keras_ragkd.training_budget import StepLimit, TimeCosineDecay, TimeLimit  # noqa: E402,F401
+from keras_ragkd.data.counterfactual import counterfactual_augment  # noqa: E402,F401

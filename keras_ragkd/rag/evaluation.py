@@ -247,7 +247,7 @@ def retrieval_recall(index, questions, k):
 def follow_rate(questions, predictions, key="answer"):
     """Share of predictions that exactly match each question's `key`.
 
-    With questions from `keras_ragkd.rag.counterfactual.derange_facts`,
+    With questions from `keras_ragkd.data.derange_facts`,
     `key="answer"` is the share of answers that follow the changed knowledge
     base and `key="original_answer"` the share that stuck to the true fact.
 

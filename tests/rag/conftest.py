@@ -10,7 +10,7 @@ from keras_ragkd.rag import CopyTransformerGenerator
 from keras_ragkd.rag import RagPreprocessor
 from keras_ragkd.rag import RetrievalAugmentedGenerator
 from keras_ragkd.rag import build_rag_question_answerer
-from keras_ragkd.rag import counterfactual_augment
+from keras_ragkd.data import counterfactual_augment
 from keras_ragkd.retrieval import PassageIndex
 from keras_ragkd.retrieval import PassageRetriever
 from keras_ragkd.retrieval import load_minilm_encoder

@@ -1,4 +1,9 @@
-"""Training callbacks for bounded-time runs."""
+"""Training budgets as Keras callbacks: stop after a wall-clock time or a step
+count, and a cosine learning-rate decay over the wall-clock budget.
+
+General training tools, used by the demo, the benchmarks and the CLI for runs
+that must fit a time budget; nothing here is specific to RAG or distillation.
+"""
 
 import math
 import time

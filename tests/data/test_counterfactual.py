@@ -5,7 +5,7 @@ import pytest
 from keras_ragkd.data import country_passages
 from keras_ragkd.data import country_questions
 from keras_ragkd.data import country_split
-from keras_ragkd.rag import counterfactual_augment
+from keras_ragkd.data import counterfactual_augment
 
 
 def capitals_named(passages):
@@ -92,7 +92,7 @@ def test_fraction_is_validated():
 
 
 def test_derange_facts_changes_every_held_out_capital():
-    from keras_ragkd.rag.counterfactual import derange_facts
+    from keras_ragkd.data.counterfactual import derange_facts
 
     _, test = country_split()
     passages = country_passages()
@@ -119,7 +119,7 @@ def test_derange_facts_changes_every_held_out_capital():
 
 
 def test_derange_facts_refuses_what_it_cannot_change():
-    from keras_ragkd.rag.counterfactual import derange_facts
+    from keras_ragkd.data.counterfactual import derange_facts
 
     passages = [{"id": f"{c}/capital", "title": c, "text": f"The capital of {c} is X."}
                 for c in ("A", "B")]
@@ -134,7 +134,7 @@ def test_derange_facts_refuses_what_it_cannot_change():
 
 
 def test_derange_facts_keeps_a_name_equal_to_the_fact():
-    from keras_ragkd.rag.counterfactual import derange_facts
+    from keras_ragkd.data.counterfactual import derange_facts
 
     countries = ["Singapore", "Mexico", "France"]
     passages = country_passages(countries)

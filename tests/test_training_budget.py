@@ -5,9 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ragkd.rag import callbacks
-from keras_ragkd.rag.callbacks import TimeCosineDecay
-from keras_ragkd.rag.callbacks import TimeLimit
+from keras_ragkd import training_budget as callbacks
+from keras_ragkd.training_budget import TimeCosineDecay
+from keras_ragkd.training_budget import TimeLimit
 
 
 class RecordLearningRate(keras.callbacks.Callback):
