@@ -4,6 +4,8 @@ import keras
 import keras_hub
 import tensorflow as tf
 
+from keras_ragkd.validation import check_integer
+
 
 def scatter_copy_probs(copy_probs, source_ids, vocabulary_size):
     """Adds attention over source positions into vocabulary slots.
@@ -123,10 +125,7 @@ class CopyTransformerGenerator(keras.layers.Layer):
             ("intermediate_dim", intermediate_dim),
             ("max_sequence_length", max_sequence_length),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"`{name}` must be a positive integer. Received: {name}={value!r}"
-                )
+            check_integer(name, value)
         self.vocabulary_size = vocabulary_size
         self.hidden_dim = hidden_dim
         self.num_encoder_layers = num_encoder_layers

@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from keras_ragkd.rag.marginalization import NEGATIVE_LOG_PROB
+from keras_ragkd.validation import check_integer
 
 
 def beam_search(next_log_probs, batch_size, vocabulary_size, start_id, end_id,
@@ -48,11 +49,8 @@ def beam_search(next_log_probs, batch_size, vocabulary_size, start_id, end_id,
     >>> ids.numpy().tolist()
     [[[2, 0]]]
     """
-    for name, value in (("num_beams", num_beams), ("max_length", max_length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(
-                f"`{name}` must be a positive integer. Received: {name}={value!r}"
-            )
+    check_integer("num_beams", num_beams)
+    check_integer("max_length", max_length)
     rows = batch_size * num_beams
     starts = tf.fill([rows, 1], tf.constant(start_id, "int32"))
     ids = tf.concat(

@@ -5,6 +5,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from keras_ragkd.validation import check_integer
+
 # Reduced ids of the special tokens; reduced id `i` maps back to full id
 # `vocabulary_ids[i]`.
 PADDING_ID, UNKNOWN_ID, START_ID, END_ID = 0, 1, 2, 3
@@ -97,10 +99,7 @@ class RagPreprocessor(keras.layers.Layer):
             ("passage_length", passage_length),
             ("answer_length", answer_length),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ValueError(
-                    f"`{name}` must be an integer >= 2. Received: {name}={value!r}"
-                )
+            check_integer(name, value, minimum=2)
         self.tokenizer = tokenizer
         self.vocabulary_ids = vocabulary_ids
         self.question_length = question_length
