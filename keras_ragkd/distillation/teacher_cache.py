@@ -1,36 +1,23 @@
-"""`TeacherCache`: a teacher's logits computed once and stored on disk."""
+"""`TeacherCache`: a teacher's outputs computed once and stored on disk."""
 
-import hashlib
-import json
-import numbers
+import math
 import os
-import shutil
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_ragkd.distillation import cached_batch
-from keras_ragkd.io_utils import file_record
-from keras_ragkd.io_utils import fsync_directory
-from keras_ragkd.io_utils import is_inside
-from keras_ragkd.io_utils import is_member_name
+from keras_ragkd.distillation.teacher_cache_format import FORMAT_VERSION
+from keras_ragkd.distillation.teacher_cache_format import METADATA_FILE
+from keras_ragkd.distillation.teacher_cache_format import STORAGE_DTYPES
+from keras_ragkd.distillation.teacher_cache_format import check_array_file
+from keras_ragkd.distillation.teacher_cache_format import read_metadata
+from keras_ragkd.distillation.teacher_cache_provenance import build_provenance
+from keras_ragkd.distillation.teacher_cache_provenance import data_fingerprint
+from keras_ragkd.distillation.teacher_cache_writer import write_cache
 from keras_ragkd.io_utils import remove_dead_staging
-from keras_ragkd.io_utils import replace_directory
-from keras_ragkd.io_utils import sha256_of
-from keras_ragkd.io_utils import stage_beside
 
-METADATA_FILE = "metadata.json"
-# 2: `metadata.json` records each array file's size and SHA-256.
-FORMAT_VERSION = 2
-# The arrays a cache may hold (one `<field>.npy` each).
-FIELDS = (
-    cached_batch.TEACHER_LOGITS,
-    cached_batch.TEACHER_TOP_LOGITS,
-    cached_batch.TEACHER_TOP_INDICES,
-    cached_batch.TEACHER_REST_LOG_MASS,
-)
-_MIN_REST_MASS = 1e-30
 # Caches up to this size are served from memory (in-graph), larger ones are
 # read batch by batch from the memory-mapped `.npy` files.
 IN_MEMORY_BYTES = 1 << 30
@@ -40,14 +27,26 @@ class TeacherCache:
     """A teacher's outputs over a dataset, computed once, stored as `.npy`.
 
     `TeacherCache.build` runs the teacher over a batched `tf.data` dataset
-    (`(x, y)` or `(x, y, sample_weight)` elements, in a fixed order) and writes
-    its logits to memory-mapped `.npy` files (never pickle), together with the
-    dataset's example count, a SHA-256 fingerprint of its inputs and each
-    file's size and SHA-256. The directory appears atomically: it is written
-    under a temporary name in the same folder and swapped in at the end, so a
-    build killed midway leaves any previous cache as it was. `load` checks
-    `metadata.json` before opening any file it names, then the files' sizes,
-    checksums and shapes, and refuses a damaged cache with a `ValueError`.
+    (`(x, y)` or `(x, y, sample_weight)` elements, in a fixed order), batch by
+    batch with a progress bar, straight into memory-mapped `.npy` files
+    (never pickle): no array of the whole dataset is held in memory, so
+    `(batch, time, 49152)` outputs of an LLM or a RAG-Token marginal fit.
+    `metadata.json` records the dataset's example count and a SHA-256
+    fingerprint of its inputs, what built the cache (`provenance`: the
+    teacher's name, parameter count and weights fingerprint; for a RAG
+    teacher its index and `n_docs`; anything the caller adds) and each
+    file's size and SHA-256.
+
+    The folder is written in a staging folder beside it and swapped in at
+    the end, so a previous cache there stays loadable until then. A build
+    killed midway (even by SIGKILL) is continued by the next `build` with the
+    same arguments (`resume=True`): only the batches after its last
+    checkpoint are computed again, and the result is the same, bit for bit,
+    as an uninterrupted build's (a build with other data, teacher weights or
+    arguments starts over; a failed build leaves its staging folder,
+    `.<name>.partial`, for the next one). `load` checks `metadata.json` before opening
+    any file it names, then the files' sizes, checksums and shapes, and
+    refuses a damaged cache (or another format version) with a `ValueError`.
 
     `cache.attach(dataset)` checks that `dataset` is the one the cache was
     built from (same count, same input fingerprint) and returns it with the
@@ -56,9 +55,11 @@ class TeacherCache:
     `cache.attach(ds).shuffle(8)` shuffles whole batches).
 
     For large vocabularies, `top_k=k` stores only the `k` largest logits per
-    position, their indices and the log of the remaining probability mass at
-    the cache `temperature`; the soft loss is then computed over `k + 1`
-    buckets and is exact only at that temperature.
+    position (descending), their indices (uint16 for vocabularies up to
+    65,536) and the log of the remaining probability mass at the cache
+    `temperature`; the soft loss is then computed over `k + 1` buckets and is
+    exact only at that temperature. `cache.bytes_per_token` gives the size
+    on disk per cached position.
 
     Args:
         directory: the cache folder.
@@ -73,11 +74,13 @@ class TeacherCache:
     ... ).batch(4)
     >>> folder = tempfile.mkdtemp() + "/cache"
     >>> cache = TeacherCache.build(teacher, ds, folder, verbose=0)
-    >>> cache.count
-    10
+    >>> cache.count, cache.bytes_per_token
+    (10, 24.8)
     >>> batch = next(iter(cache.attach(ds)))
     >>> sorted(batch[1])
     ['labels', 'teacher_logits']
+    >>> cache.provenance["teacher"]["parameters"]
+    15
     """
 
     def __init__(self, directory, metadata):
@@ -104,6 +107,34 @@ class TeacherCache:
         """The temperature of a top-k cache's rest mass (`None` if full)."""
         return self.metadata["temperature"]
 
+    @property
+    def vocabulary_size(self):
+        """The size of the teacher's output vocabulary (its last axis)."""
+        return self.metadata["vocabulary_size"]
+
+    @property
+    def provenance(self):
+        """What built the cache: `teacher`, `index`, `n_docs`, `caller`, ..."""
+        return self.metadata["provenance"]
+
+    @property
+    def nbytes(self):
+        """Size of the cached arrays on disk, in bytes (`.npy` headers included)."""
+        return sum(entry["bytes"] for entry in self.metadata["files"].values())
+
+    @property
+    def num_tokens(self):
+        """Number of cached positions: examples times positions per example."""
+        name = cached_batch.TEACHER_LOGITS if self.top_k is None else (
+            cached_batch.TEACHER_TOP_LOGITS
+        )
+        return self.count * math.prod(self._array(name).shape[1:-1])
+
+    @property
+    def bytes_per_token(self):
+        """Size on disk per cached position (`nbytes / num_tokens`)."""
+        return self.nbytes / self.num_tokens
+
     @classmethod
     def build(
         cls,
@@ -114,15 +145,19 @@ class TeacherCache:
         temperature=None,
         dtype="float32",
         overwrite=False,
+        resume=True,
+        provenance=None,
         verbose="auto",
     ):
-        """Runs `teacher` once over `dataset` and stores its logits.
+        """Runs `teacher` once over `dataset` and stores its outputs.
 
         Args:
-            teacher: a built Keras model producing logits `(batch, vocab)` or
+            teacher: a built Keras model producing logits (or log-
+                probabilities, e.g. a RAG-Token marginal) `(batch, vocab)` or
                 `(batch, time, vocab)`.
             dataset: a batched `tf.data.Dataset` of `(x, y)` or
-                `(x, y, sample_weight)`, in a deterministic order.
+                `(x, y, sample_weight)`, in a deterministic order (it is read
+                twice: once to fingerprint the inputs, once for the teacher).
             directory: folder to create.
             top_k: if set, store only the `top_k` largest logits per position
                 plus the remaining probability mass.
@@ -130,41 +165,52 @@ class TeacherCache:
                 `top_k` (use the distiller's temperature).
             dtype: storage dtype of logits (`"float32"` or `"float16"`).
             overwrite: replace an existing cache at `directory`.
-            verbose: `0` for silence, otherwise a progress bar.
+            resume: continue a killed build of the same cache (same data,
+                teacher weights, index and arguments) from its last
+                checkpoint; `False` starts over.
+            provenance: optional JSON-serialisable dict recorded in the
+                cache's `provenance["caller"]` (e.g. the teacher's preset).
+            verbose: `0` for silence, otherwise a progress bar and the size.
 
         Returns:
             The `TeacherCache`.
         """
         directory = os.path.abspath(os.fspath(directory))
-        _check_build_args(teacher, dataset, directory, top_k, temperature, overwrite)
-        parent = os.path.dirname(directory)
-        os.makedirs(parent, exist_ok=True)
-        remove_dead_staging(directory)  # Left by builds that were killed.
-        staging = stage_beside(directory, "build")
-        try:
-            metadata = _write_teacher_outputs(
-                teacher, dataset, staging, top_k, temperature, dtype, verbose
+        _check_build_args(teacher, dataset, directory, top_k, temperature, dtype, overwrite)
+        os.makedirs(os.path.dirname(directory), exist_ok=True)
+        remove_dead_staging(directory)  # Left by builds of older versions.
+        count, fingerprint, batch_sizes = data_fingerprint(dataset)
+        if count == 0:
+            raise ValueError(
+                f"The dataset to cache is empty. Received: dataset={dataset!r}"
             )
-            metadata["files"] = {
-                name: {"path": f"{name}.npy",
-                       **file_record(os.path.join(staging, f"{name}.npy"))}
-                for name in metadata["fields"]
-            }
-            _write_json(os.path.join(staging, METADATA_FILE), metadata)
-            fsync_directory(staging)
-            replace_directory(staging, directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return cls(directory, metadata)
+        metadata = {
+            "format_version": FORMAT_VERSION,
+            "count": count,
+            "fingerprint": fingerprint,
+            "batch_sizes": batch_sizes,
+            "top_k": top_k,
+            "temperature": None if temperature is None else float(temperature),
+            "dtype": _dtype_name(dtype),
+            "provenance": build_provenance(teacher, provenance),
+        }
+        metadata = write_cache(teacher, dataset, directory, metadata, resume, verbose)
+        cache = cls(directory, metadata)
+        if verbose != 0:
+            print(
+                f"TeacherCache: {cache.count} examples, {cache.num_tokens} tokens, "
+                f"{cache.nbytes:,} bytes on disk, {cache.bytes_per_token:.1f} bytes/token."
+            )
+        return cache
 
     @classmethod
     def load(cls, directory, verify_checksums=True):
         """Opens an existing cache folder, refusing a damaged one.
 
-        `metadata.json` is checked first (its keys, and that every file it
-        names is a plain file name inside the folder), then each array file's
-        size, SHA-256 (unless `verify_checksums=False`) and shape.
+        `metadata.json` is checked first (its format version and keys, and
+        that every file it names is a plain file name inside the folder),
+        then each array file's size, SHA-256 (unless
+        `verify_checksums=False`) and shape.
 
         Args:
             directory: a folder written by `TeacherCache.build`.
@@ -181,9 +227,9 @@ class TeacherCache:
                 "Expected a TeacherCache folder containing "
                 f"{METADATA_FILE}. Received: directory={directory!r}"
             )
-        metadata = _read_metadata(path)
+        metadata = read_metadata(path)
         for name in metadata["fields"]:
-            _check_array_file(directory, metadata, name, verify_checksums)
+            check_array_file(directory, metadata, name, verify_checksums)
         cache = cls(directory, metadata)
         cache.arrays()  # Checks each file's `.npy` header against the metadata.
         return cache
@@ -208,7 +254,7 @@ class TeacherCache:
             array.ndim < min_rank
             or array.shape[0] != self.count
             or (top_k_field and array.shape[-1] != self.top_k)
-            or array.dtype.kind not in "fi"
+            or array.dtype.kind not in "fiu"
         ):
             raise ValueError(
                 f"A TeacherCache file does not hold the {self.count} examples its "
@@ -223,7 +269,7 @@ class TeacherCache:
         Args:
             dataset: the batched dataset to check (same order as at build).
         """
-        count, fingerprint, batch_sizes = _fingerprint(dataset)
+        count, fingerprint, batch_sizes = data_fingerprint(dataset)
         if count == self.count and batch_sizes != self.metadata["batch_sizes"]:
             raise ValueError(
                 "The dataset is batched differently from the one the cache "
@@ -232,12 +278,13 @@ class TeacherCache:
                 f"batch_sizes={batch_sizes[:3]}..."
             )
         if count != self.count or fingerprint != self.fingerprint:
+            teacher = self.provenance.get("teacher", {}).get("name")
             raise ValueError(
-                "The dataset does not match this TeacherCache: expected "
-                f"{self.count} examples with input fingerprint "
-                f"{self.fingerprint[:16]}... in the same order as at build "
-                "time (attach the cache before shuffling). Received: dataset "
-                f"with count={count}, fingerprint={fingerprint[:16]}..."
+                f"The dataset does not match this TeacherCache (of teacher {teacher!r}, "
+                f"in {self.directory!r}): expected {self.count} examples with input "
+                f"fingerprint {self.fingerprint}, in the same order as at build time "
+                "(attach the cache before shuffling; rebuild it for other data). "
+                f"Received: dataset with count={count}, fingerprint={fingerprint}"
             )
 
     def attach(self, dataset, validate=True):
@@ -250,7 +297,8 @@ class TeacherCache:
 
         Returns:
             A `tf.data.Dataset` of `(x, {"labels": y, "teacher_logits": t})`
-            (or `(x, labels_dict, sample_weight)`), for `Distiller.fit`.
+            (or `(x, labels_dict, sample_weight)`), for `Distiller.fit`; top-k
+            indices come as int32.
         """
         if validate:
             self.validate(dataset)
@@ -281,27 +329,36 @@ class TeacherCache:
             # Small caches with `.batch(n)`-style batching: in-graph slicing.
             in_memory = {name: np.asarray(a) for name, a in arrays.items()}
             outputs = tf.data.Dataset.from_tensor_slices(in_memory)
-            return outputs.batch(batch_sizes[0])
+            return outputs.batch(batch_sizes[0]).map(_indices_as_int32)
         return _memmap_batches(arrays, batch_sizes)
+
+
+def _indices_as_int32(fields):
+    name = cached_batch.TEACHER_TOP_INDICES
+    if name not in fields:
+        return fields
+    return {**fields, name: tf.cast(fields[name], "int32")}
 
 
 def _memmap_batches(arrays, batch_sizes):
     """Batches read lazily from memory-mapped arrays (large caches)."""
     offsets = np.cumsum([0] + list(batch_sizes))
+    dtypes = {name: "int32" if name == cached_batch.TEACHER_TOP_INDICES else a.dtype
+              for name, a in arrays.items()}
 
     def generate():
         for start, stop in zip(offsets[:-1], offsets[1:]):
-            yield {name: np.asarray(a[start:stop]) for name, a in arrays.items()}
+            yield {name: np.asarray(a[start:stop], dtypes[name]) for name, a in arrays.items()}
 
     signature = {
-        name: tf.TensorSpec((None,) + a.shape[1:], a.dtype)
+        name: tf.TensorSpec((None,) + a.shape[1:], dtypes[name])
         for name, a in arrays.items()
     }
     outputs = tf.data.Dataset.from_generator(generate, output_signature=signature)
     return outputs.apply(tf.data.experimental.assert_cardinality(len(batch_sizes)))
 
 
-def _check_build_args(teacher, dataset, directory, top_k, temperature, overwrite):
+def _check_build_args(teacher, dataset, directory, top_k, temperature, dtype, overwrite):
     if not isinstance(teacher, keras.Model) or not teacher.built:
         raise ValueError(
             "`teacher` must be a built (trained) keras.Model. Received: "
@@ -312,7 +369,9 @@ def _check_build_args(teacher, dataset, directory, top_k, temperature, overwrite
             "`dataset` must be a batched tf.data.Dataset. Received: "
             f"dataset={type(dataset).__name__}"
         )
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+    if top_k is not None and (
+        not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1
+    ):
         raise ValueError(f"`top_k` must be a positive int or None. Received: top_k={top_k!r}")
     if top_k is not None and (temperature is None or not temperature > 0):
         raise ValueError(
@@ -325,6 +384,10 @@ def _check_build_args(teacher, dataset, directory, top_k, temperature, overwrite
             "`temperature` only applies to top-k caches (full logits work at "
             f"any temperature). Received: temperature={temperature!r}"
         )
+    if _dtype_name(dtype) not in STORAGE_DTYPES:
+        raise ValueError(
+            f"`dtype` must be one of {STORAGE_DTYPES}. Received: dtype={dtype!r}"
+        )
     if os.path.exists(directory) and not overwrite:
         raise ValueError(
             "The cache folder already exists; pass `overwrite=True` to "
@@ -332,225 +395,8 @@ def _check_build_args(teacher, dataset, directory, top_k, temperature, overwrite
         )
 
 
-def _inputs_of(batch):
-    x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
-    if y is None:
-        raise ValueError(
-            "TeacherCache datasets must yield `(x, y)` or "
-            "`(x, y, sample_weight)` batches (labels are needed for the hard "
-            "loss). Received: a batch without labels"
-        )
-    return x
-
-
-def _update_hash(digest, x):
-    for tensor in tf.nest.flatten(x):
-        array = np.asarray(tensor)
-        digest.update(f"{array.dtype.str}{array.shape[1:]}".encode())
-        if array.dtype == object:
-            digest.update(b"\0".join(bytes(v) for v in array.ravel()))
-        else:
-            digest.update(np.ascontiguousarray(array).tobytes())
-
-
-def _batch_size(x):
-    return int(tf.shape(tf.nest.flatten(x)[0])[0])
-
-
-def _fingerprint(dataset):
-    digest = hashlib.sha256()
-    batch_sizes = []
-    inputs = dataset.map(lambda *batch: _inputs_of(batch if len(batch) > 1 else batch[0]))
-    for batch in inputs.as_numpy_iterator():
-        _update_hash(digest, batch)
-        batch_sizes.append(_batch_size(batch))
-    return sum(batch_sizes), digest.hexdigest(), batch_sizes
-
-
-def _teacher_fields(logits, top_k, temperature):
-    logits = tf.cast(logits, "float32")
-    if top_k is None:
-        return {cached_batch.TEACHER_LOGITS: logits}
-    top_logits, top_indices = tf.math.top_k(logits, k=top_k)
-    log_probs = tf.nn.log_softmax(logits / temperature, axis=-1)
-    top_log_mass = tf.reduce_logsumexp(
-        tf.gather(log_probs, top_indices, batch_dims=len(logits.shape) - 1), axis=-1
-    )
-    rest_mass = tf.maximum(-tf.math.expm1(top_log_mass), _MIN_REST_MASS)
-    return {
-        cached_batch.TEACHER_TOP_LOGITS: top_logits,
-        cached_batch.TEACHER_TOP_INDICES: top_indices,
-        cached_batch.TEACHER_REST_LOG_MASS: tf.math.log(rest_mass),
-    }
-
-
-def _write_teacher_outputs(teacher, dataset, folder, top_k, temperature, dtype, verbose):
-    digest = hashlib.sha256()
-    batch_sizes = []
-    raw_files, specs = {}, {}
-    total = dataset.cardinality().numpy()
-    progbar = keras.utils.Progbar(
-        total if total > 0 else None, verbose=0 if verbose == 0 else 1, unit_name="batch"
-    )
-    predict = tf.function(lambda x: teacher(x, training=False))
+def _dtype_name(dtype):
     try:
-        for batch in dataset:
-            x = _inputs_of(batch)
-            _update_hash(digest, x)
-            batch_sizes.append(_batch_size(x))
-            fields = _teacher_fields(predict(x), top_k, temperature)
-            for name, value in fields.items():
-                array = value.numpy()
-                if name != cached_batch.TEACHER_TOP_INDICES:
-                    array = array.astype(dtype)
-                if name not in raw_files:
-                    raw_files[name] = open(os.path.join(folder, f"{name}.raw"), "wb")
-                    specs[name] = (array.dtype, array.shape[1:])
-                _check_consistent_shape(name, specs[name][1], array.shape[1:])
-                raw_files[name].write(np.ascontiguousarray(array).tobytes())
-            progbar.add(1)
-    finally:
-        for file in raw_files.values():
-            file.close()
-    count = sum(batch_sizes)
-    for name, (array_dtype, shape) in specs.items():
-        _raw_to_npy(folder, name, array_dtype, (count,) + shape)
-    return {
-        "format_version": FORMAT_VERSION,
-        "count": count,
-        "fingerprint": digest.hexdigest(),
-        "batch_sizes": batch_sizes,
-        "fields": sorted(specs),
-        "top_k": top_k,
-        "temperature": None if temperature is None else float(temperature),
-        "dtype": str(np.dtype(dtype)),
-        "teacher": teacher.name,
-    }
-
-
-def _check_consistent_shape(name, expected, received):
-    if tuple(expected) != tuple(received):
-        raise ValueError(
-            "Every batch must give teacher outputs of the same per-example "
-            f"shape (pad sequences to a fixed length). Expected {name} shape "
-            f"{tuple(expected)}. Received: shape={tuple(received)}"
-        )
-
-
-def _raw_to_npy(folder, name, dtype, shape):
-    raw_path = os.path.join(folder, f"{name}.raw")
-    source = np.memmap(raw_path, dtype=dtype, mode="r", shape=shape)
-    target = np.lib.format.open_memmap(
-        os.path.join(folder, f"{name}.npy"), mode="w+", dtype=dtype, shape=shape
-    )
-    rows = max(1, (64 << 20) // max(1, source[:1].nbytes))
-    for start in range(0, shape[0], rows):
-        target[start : start + rows] = source[start : start + rows]
-    target.flush()
-    del source, target
-    os.remove(raw_path)
-
-
-def _write_json(path, data):
-    with open(path, "w", encoding="utf-8") as file:
-        json.dump(data, file, indent=1)
-        file.flush()
-        os.fsync(file.fileno())
-
-
-def _is_count(value, minimum=0):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and (
-        value >= minimum
-    )
-
-
-def _read_metadata(path):
-    """Parses and checks `metadata.json` before any file it names is opened."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            metadata = json.load(file)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(
-            f"The TeacherCache metadata is not valid JSON ({error}). "
-            f"Received: file={path!r}"
-        ) from None
-    version = metadata.get("format_version") if isinstance(metadata, dict) else None
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"Unsupported TeacherCache format; expected version {FORMAT_VERSION} "
-            "(rebuild caches written by earlier versions). Received: "
-            f"format_version={version!r} in {path!r}"
-        )
-    required = {"count", "fingerprint", "batch_sizes", "fields", "top_k",
-                "temperature", "files"}
-    missing = sorted(required - set(metadata))
-    if missing:
-        raise ValueError(
-            f"The TeacherCache metadata lacks keys. Received: missing={missing} "
-            f"in {path!r}"
-        )
-    fields, files = metadata["fields"], metadata["files"]
-    batch_sizes = metadata["batch_sizes"]
-    problems = []
-    if not _is_count(metadata["count"]):
-        problems.append(f"count={metadata['count']!r}")
-    if not (isinstance(batch_sizes, list) and all(_is_count(b, 1) for b in batch_sizes)
-            and sum(batch_sizes) == metadata["count"]):
-        problems.append(f"batch_sizes={batch_sizes!r:.80}")
-    if not isinstance(metadata["fingerprint"], str):
-        problems.append(f"fingerprint={metadata['fingerprint']!r:.80}")
-    if not (isinstance(fields, list) and fields and set(fields) <= set(FIELDS)
-            and len(set(fields)) == len(fields)):
-        problems.append(f"fields={fields!r:.200}")
-    elif not isinstance(files, dict) or set(files) != set(fields) or not all(
-        isinstance(entry, dict)
-        and entry.get("path") == f"{name}.npy"
-        and is_member_name(entry["path"])
-        and _is_count(entry.get("bytes"))
-        and isinstance(entry.get("sha256"), str)
-        for name, entry in files.items()
-    ):
-        problems.append(
-            "files (expected one {\"path\": \"<field>.npy\", \"bytes\", "
-            f"\"sha256\"}} entry per field)={files!r:.200}"
-        )
-    top_k, temperature = metadata["top_k"], metadata["temperature"]
-    if not (top_k is None or _is_count(top_k, 1)):
-        problems.append(f"top_k={top_k!r}")
-    if not (temperature is None or (
-        isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
-        and temperature > 0
-    )) or (top_k is None) != (temperature is None):
-        problems.append(f"temperature={temperature!r}")
-    if problems:
-        raise ValueError(
-            f"The TeacherCache metadata is malformed. Received: {', '.join(problems)} "
-            f"in {path!r}"
-        )
-    return metadata
-
-
-def _check_array_file(directory, metadata, name, verify_checksums):
-    entry = metadata["files"][name]
-    path = os.path.join(directory, entry["path"])
-    if not os.path.isfile(path):
-        raise ValueError(
-            f"The TeacherCache in {directory!r} is incomplete. "
-            f"Received: missing file={path!r}"
-        )
-    if not is_inside(path, directory):
-        raise ValueError(
-            f"A TeacherCache file is a link to a file outside the cache folder "
-            f"{directory!r}. Received: file={path!r} -> {os.path.realpath(path)!r}"
-        )
-    size = os.path.getsize(path)
-    if size != entry["bytes"]:
-        raise ValueError(
-            f"A TeacherCache file is truncated or overwritten (expected "
-            f"{entry['bytes']} bytes). Received: file={path!r} of {size} bytes"
-        )
-    if verify_checksums and sha256_of(path) != entry["sha256"]:
-        raise ValueError(
-            "A TeacherCache file is corrupted (SHA-256 mismatch). "
-            f"Received: file={path!r}"
-        )
+        return np.dtype(dtype).name
+    except TypeError:
+        return None

@@ -1,5 +1,6 @@
 """A `TeacherCache` under faults: damaged files, hostile metadata, file modes.
-(Kills during `build`: `tests/test_faults.py`.)"""
+(Kills during `build`: `tests/test_faults.py`; resuming after one:
+`tests/distillation/test_teacher_cache_resume.py`.)"""
 
 import json
 import os

@@ -128,6 +128,16 @@ def test_bad_build_arguments(digits, trained_teacher, tmp_path):
         TeacherCache.build(trained_teacher, dataset, tmp_path / "a", top_k=0, temperature=1.0)
     with pytest.raises(ValueError, match="Received: a batch without labels"):
         TeacherCache.build(trained_teacher, dataset.map(lambda a, b: a), tmp_path / "a", verbose=0)
+    with pytest.raises(ValueError, match="Received: dtype='int8'"):
+        TeacherCache.build(trained_teacher, dataset, tmp_path / "a", dtype="int8")
+    with pytest.raises(ValueError, match=r"vocabulary \(10\)\. Received: top_k=11"):
+        TeacherCache.build(trained_teacher, dataset, tmp_path / "a", top_k=11, temperature=1.0)
+    with pytest.raises(ValueError, match="empty. Received: dataset="):
+        TeacherCache.build(trained_teacher, dataset.take(0), tmp_path / "a")
+    reshuffled = tf.data.Dataset.from_tensor_slices((x[:20], y[:20])).shuffle(20).batch(5)
+    with pytest.raises(ValueError, match="deterministic dataset.*Received: 4 batches"):
+        TeacherCache.build(trained_teacher, reshuffled, tmp_path / "a", verbose=0)
+    assert os.listdir(tmp_path) == []  # Failed builds leave nothing behind.
     TeacherCache.build(trained_teacher, dataset, tmp_path / "a", verbose=0)
     with pytest.raises(ValueError, match="overwrite=True"):
         TeacherCache.build(trained_teacher, dataset, tmp_path / "a", verbose=0)
