@@ -3,6 +3,9 @@
 from keras_ragkd.retrieval.callbacks import PassageReindexer
 from keras_ragkd.retrieval.encoder_records import keras_query_encoder
 from keras_ragkd.retrieval.encoders import KerasTextEncoder
+from keras_ragkd.retrieval.fusion import fuse_candidates
+from keras_ragkd.retrieval.hybrid_query_encoder import HybridQueryEncoder
+from keras_ragkd.retrieval.hybrid_retriever import HybridRetriever
 from keras_ragkd.retrieval.minilm_encoder import MiniLMEncoder
 from keras_ragkd.retrieval.minilm_encoder import load_minilm_encoder
 from keras_ragkd.retrieval.passage import Passage
@@ -15,6 +18,8 @@ from keras_ragkd.retrieval.tfidf_encoder import TfidfEncoder
 from keras_ragkd.retrieval.tfidf_query_encoder import TfidfQueryEncoder
 
 __all__ = [
+    "HybridQueryEncoder",
+    "HybridRetriever",
     "KerasTextEncoder",
     "MiniLMEncoder",
     "Passage",
@@ -25,6 +30,7 @@ __all__ = [
     "TfidfEncoder",
     "TfidfQueryEncoder",
     "check_index_factory",
+    "fuse_candidates",
     "keras_query_encoder",
     "load_minilm_encoder",
     "use_backend",

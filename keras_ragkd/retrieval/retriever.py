@@ -37,7 +37,8 @@ class PassageRetriever(keras.layers.Layer):
       faster on large indexes), or `tf.math.approx_max_k` for TPUs. Runs
       under `jit_compile=True`, on TPUs and in exported SavedModels.
 
-    For a `"Flat"` index both backends return the same passages. Switch with
+    For a `"Flat"` index both backends return the same passages (dense and
+    TF-IDF scores fused: `HybridRetriever`, a subclass). Switch with
     `set_backend` (or `keras_ragkd.retrieval.use_backend(model, "tensor")`).
     The config references the index by its saved directory; the index itself
     is never serialised into the model.
@@ -151,20 +152,23 @@ class PassageRetriever(keras.layers.Layer):
         self.passage_embeddings.assign(np.asarray(self.index.embeddings))
 
     def _create_passage_embeddings(self):
+        self.passage_embeddings = self._add_weight_after_build(
+            shape=self.index.embeddings.shape,
+            dtype="float32",
+            trainable=False,
+            name="passage_embeddings",
+        )
+        self.passage_embeddings.assign(np.asarray(self.index.embeddings))
+
+    def _add_weight_after_build(self, **kwargs):
+        """`add_weight` (zeros) on a built layer, whose tracker is locked."""
         locked = self._tracker.locked
         self._tracker.unlock()
         try:
-            self.passage_embeddings = self.add_weight(
-                shape=self.index.embeddings.shape,
-                dtype="float32",
-                initializer="zeros",
-                trainable=False,
-                name="passage_embeddings",
-            )
+            return self.add_weight(initializer="zeros", **kwargs)
         finally:
             if locked:
                 self._tracker.lock()
-        self.passage_embeddings.assign(np.asarray(self.index.embeddings))
 
     def _check_token_ids(self, passage_token_ids):
         if keras.ops.is_tensor(passage_token_ids):
@@ -230,10 +234,13 @@ class PassageRetriever(keras.layers.Layer):
             tf.stop_gradient(embeddings),
         )
 
-    def _tensor_search(self, query_embeddings):
+    def _tensor_search(self, query_embeddings, k=None):
+        """`(rows, mask, passage_embeddings)` of the exact top `k` (default
+        `self.k`) by inner product, from the in-graph embeddings."""
+        k = self.k if k is None else k
         passage_embeddings = tf.convert_to_tensor(self.passage_embeddings)
         num_passages = passage_embeddings.shape[0]
-        found = min(self.k, num_passages)
+        found = min(k, num_passages)
         scores = tf.matmul(
             query_embeddings, tf.stop_gradient(passage_embeddings), transpose_b=True
         )
@@ -243,8 +250,8 @@ class PassageRetriever(keras.layers.Layer):
             _, rows = blockwise_top_k(scores, found)
         rows = tf.cast(rows, tf.int32)
         mask = tf.ones_like(rows, dtype=tf.bool)
-        if found < self.k:
-            padding = [[0, 0], [0, self.k - found]]
+        if found < k:
+            padding = [[0, 0], [0, k - found]]
             rows = tf.pad(rows, padding)
             mask = tf.pad(mask, padding, constant_values=False)
         return rows, mask, tf.gather(passage_embeddings, rows)

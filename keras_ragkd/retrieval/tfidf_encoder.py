@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 from sklearn.decomposition import TruncatedSVD
@@ -53,6 +54,11 @@ class TfidfEncoder:
     def fit(self, texts):
         """Learns vocabulary, IDF and the SVD projection. Returns `self`."""
         texts = check_texts(texts)
+        if not any(re.search(TOKEN_PATTERN, text) for text in texts):
+            raise ValueError(
+                "TfidfEncoder needs texts with words to learn a vocabulary from; these "
+                f"are all empty or punctuation. Received: texts={texts[:3]!r}"
+            )
         counts = CountVectorizer(
             ngram_range=self.ngram_range, token_pattern=TOKEN_PATTERN
         ).fit(texts)
@@ -88,8 +94,37 @@ class TfidfEncoder:
         `batch_size` and `verbose` are accepted for interface compatibility
         with the neural encoders; the whole list is transformed at once.
         """
+        vectors = np.asarray(
+            self.tfidf_vectors(texts) @ self.components.T, dtype=np.float32
+        )
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+    def tfidf_vectors(self, texts):
+        """The L2-normalised TF-IDF vectors of `texts`, before the SVD.
+
+        These are the lexical vectors (one column per vocabulary term, in
+        `vocabulary` order) that `encode` projects; a text with no known term
+        gets the zero vector. Hybrid retrieval scores passages with them.
+
+        Returns:
+            A scipy CSR matrix `(n, len(vocabulary))` of float64.
+
+        Example:
+
+        >>> texts = ["Paris is in France", "Rome is in Italy", "Bern is in Switzerland"]
+        >>> encoder = TfidfEncoder(dim=2).fit(texts)
+        >>> vectors = encoder.tfidf_vectors(["Paris France", "zzz"])
+        >>> vectors.shape == (2, len(encoder.vocabulary)), vectors[1].nnz
+        (True, 0)
+        """
         self._check_fitted()
         texts = check_texts(texts)
+        if not any(re.search(TOKEN_PATTERN, text) for text in texts):
+            raise ValueError(
+                "TfidfEncoder needs texts with words to learn a vocabulary from; these "
+                f"are all empty or punctuation. Received: texts={texts[:3]!r}"
+            )
         counts = CountVectorizer(
             ngram_range=self.ngram_range,
             token_pattern=TOKEN_PATTERN,
@@ -97,10 +132,7 @@ class TfidfEncoder:
         ).transform(texts)
         tfidf = counts.multiply(self.idf).tocsr()
         norms = np.sqrt(np.asarray(tfidf.multiply(tfidf).sum(axis=1))).ravel()
-        tfidf = tfidf.multiply(1.0 / np.maximum(norms, 1e-12)[:, None]).tocsr()
-        vectors = np.asarray(tfidf @ self.components.T, dtype=np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.maximum(norms, 1e-12)
+        return tfidf.multiply(1.0 / np.maximum(norms, 1e-12)[:, None]).tocsr()
 
     def save(self, directory):
         """Writes the encoder as JSON + `.npz` (no pickle) into `directory`."""
@@ -166,11 +198,14 @@ class TfidfEncoder:
             )
 
 
-def tfidf_identity(vocabulary, idf, components):
+def tfidf_identity(vocabulary, idf, components=None):
     """`"tfidf-svd/<dim>/<hash>"` of a vocabulary `{term: column}`, the float64
-    IDF weights `(V,)` and the float32 SVD components `(dim, V)`."""
+    IDF weights `(V,)` and the float32 SVD components `(dim, V)`; without
+    components (unprojected TF-IDF vectors), `"tfidf/<V>/<hash>"`."""
     digest = hashlib.sha256(json.dumps(vocabulary, sort_keys=True).encode())
     digest.update(np.asarray(idf, dtype=np.float64).tobytes())
+    if components is None:
+        return f"tfidf/{len(vocabulary)}/{digest.hexdigest()[:16]}"
     digest.update(np.asarray(components, dtype=np.float32).tobytes())
     return f"tfidf-svd/{components.shape[0]}/{digest.hexdigest()[:16]}"
 

@@ -10,7 +10,7 @@ from keras_ragkd.retrieval import PassageReindexer
 from keras_ragkd.retrieval import PassageRetriever
 from keras_ragkd.retrieval import use_backend
 from keras_ragkd.retrieval.passage import passage_text
-from keras_ragkd.text import load_minilm_tokenizer
+from keras_ragkd.models import load_minilm_tokenizer
 
 BACKENDS = ["faiss", "tensor"]
 

@@ -24,6 +24,17 @@ def test_matches_scikit_learn_pipeline(texts):
     np.testing.assert_allclose(vectors, reference, atol=1e-5)
 
 
+def test_tfidf_vectors_match_scikit_learn_before_the_svd(texts):
+    encoder = TfidfEncoder(dim=8).fit(texts)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), token_pattern=TOKEN_PATTERN).fit(texts)
+    queries = texts[:20] + ["What is the capital of Peru?", "zzz"]
+    reference = vectorizer.transform(queries).toarray()
+    columns = [encoder.vocabulary[t] for t in vectorizer.get_feature_names_out()]
+    vectors = encoder.tfidf_vectors(queries).toarray()[:, columns]
+    np.testing.assert_allclose(vectors, reference, atol=1e-12)
+    assert np.all(vectors[-1] == 0.0)
+
+
 def test_save_load_round_trip_without_pickle(tmp_path, texts):
     encoder = TfidfEncoder(dim=16).fit(texts)
     encoder.save(tmp_path / "tfidf")

@@ -6,6 +6,7 @@ import tensorflow as tf
 from keras_ragkd.retrieval import PassageIndex
 from keras_ragkd.retrieval import TfidfEncoder
 from keras_ragkd.retrieval import TfidfQueryEncoder
+from keras_ragkd.retrieval.tfidf_query_encoder import lexical_query_encoder
 
 QUERIES = [
     "What is the capital of Peru?",
@@ -38,6 +39,20 @@ def test_matches_the_scikit_learn_encoder(tfidf, layer, countries):
     assert layer.identity == tfidf.identity and layer.trainable_weights == []
 
 
+def test_unprojected_layer_matches_the_tfidf_vectors(tfidf, layer, countries):
+    texts = QUERIES + [p["text"] for p in countries[0][::37]]
+    lexical = TfidfQueryEncoder.from_encoder(tfidf, project=False)
+    vectors = lexical(tf.constant(texts)).numpy()
+    assert vectors.shape == (len(texts), len(tfidf.vocabulary)) and lexical.components is None
+    np.testing.assert_allclose(vectors, tfidf.tfidf_vectors(texts).toarray(), atol=1e-6)
+    assert lexical.identity.startswith(f"tfidf/{len(tfidf.vocabulary)}/")
+    assert lexical_query_encoder(layer).identity == lexical.identity
+    assert lexical_query_encoder(lexical) is lexical
+    reloaded = TfidfQueryEncoder.from_config(lexical.get_config())
+    reloaded.idf.assign(lexical.idf)
+    np.testing.assert_array_equal(reloaded(tf.constant(texts)).numpy(), vectors)
+
+
 def test_a_tfidf_index_accepts_the_layer(tfidf, layer, countries):
     index = PassageIndex.build(countries[0], tfidf, verbose=0)
     vectors = layer(tf.constant(["Peru. The capital of Peru is Lima."])).numpy()
@@ -63,6 +78,8 @@ def test_keras_file_and_savedmodel_round_trips(tmp_path, tfidf, layer):
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="Received: vocabulary="):
         TfidfQueryEncoder(["a", "a"], dim=1)
+    with pytest.raises(TypeError, match="Received: encoder="):
+        lexical_query_encoder("tfidf")
     with pytest.raises(ValueError, match="Received: dim=0"):
         TfidfQueryEncoder(["a", "b"], dim=0)
     with pytest.raises(ValueError, match=r"Received: ngram_range=\(2, 1\)"):
