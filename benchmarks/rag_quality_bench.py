@@ -74,7 +74,7 @@ from keras_ragkd.rag.evaluation import sample_questions
 from keras_ragkd.rag.evaluation import score_answers
 from keras_ragkd.retrieval import PassageIndex
 from keras_ragkd.retrieval import load_minilm_encoder
-from keras_ragkd.text import load_minilm_tokenizer
+from keras_ragkd.models import load_minilm_tokenizer
 from results_io import save_figure
 from results_io import write_json
 

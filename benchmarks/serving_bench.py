@@ -31,7 +31,7 @@ from keras_ragkd.training_budget import TimeLimit
 from keras_ragkd.rag import build_rag_question_answerer
 from keras_ragkd.retrieval import PassageIndex
 from keras_ragkd.retrieval import load_minilm_encoder
-from keras_ragkd.text import load_minilm_tokenizer
+from keras_ragkd.models import load_minilm_tokenizer
 from results_io import save_figure
 from results_io import write_json
 

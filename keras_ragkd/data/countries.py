@@ -14,6 +14,8 @@ import re
 
 import numpy as np
 
+from keras_ragkd.validation import check_number
+
 FACT_GROUPS = ("capital", "location", "people", "currency")
 
 QUESTION_TEMPLATES = {
@@ -292,13 +294,9 @@ def country_split(test_fraction=0.2, seed=0):
     >>> set(train).isdisjoint(test)
     True
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(
-            "`test_fraction` must be a float strictly between 0 and 1. "
-            f"Received: test_fraction={test_fraction}"
-        )
-    names = [record["name"] for record in country_records()]
-    order = np.random.RandomState(seed).permutation(len(names))
+    test_fraction = check_number(
+        "test_fraction", test_fraction, 0, 1, low_inclusive=False, high_inclusive=False
+    )
     n_test = max(1, int(round(test_fraction * len(names))))
     test = sorted(names[i] for i in order[:n_test])
     train = sorted(names[i] for i in order[n_test:])

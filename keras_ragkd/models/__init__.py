@@ -10,6 +10,7 @@ from keras_ragkd.models.gguf_file import LlamaGGUFFile
 from keras_ragkd.models.gguf_weights import llama3_backbone_from_gguf
 from keras_ragkd.models.gguf_weights import unpermute_rope_rows
 from keras_ragkd.models.llama3_preprocessor import Llama3CausalLMPreprocessor
+from keras_ragkd.models.minilm import MiniLMEmbedder, load_minilm_backbone, load_minilm_tokenizer, minilm_preset_path  # noqa: E501
 from keras_ragkd.models.smollm2 import load_smollm2
 from keras_ragkd.models.smollm2 import smollm2_chat_template
 from keras_ragkd.models.smollm2 import smollm2_gguf_path
@@ -29,3 +30,4 @@ __all__ = [
     "split_for_byte_level_bpe",
     "unpermute_rope_rows",
 ]
+__all__ += ["MiniLMEmbedder", "load_minilm_backbone", "load_minilm_tokenizer", "minilm_preset_path"]

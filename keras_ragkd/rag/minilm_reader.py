@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_ragkd.retrieval.minilm_encoder import load_minilm_backbone
-from keras_ragkd.text import load_minilm_tokenizer
+from keras_ragkd.models.minilm import load_minilm_backbone
+from keras_ragkd.models.minilm import load_minilm_tokenizer
 
 
 def pack_left(token_ids, masks, padding_id):
@@ -74,7 +74,7 @@ class MiniLMReader(keras.layers.Layer):
     Example:
 
     >>> import numpy as np
-    >>> from keras_ragkd.text import load_minilm_tokenizer
+    >>> from keras_ragkd.models import load_minilm_tokenizer
     >>> tokenizer = load_minilm_tokenizer()
     >>> vocabulary_ids = [0, 100, 101, 102] + tokenizer(["paris france"])[0]
     >>> reader = MiniLMReader(vocabulary_ids)
@@ -96,7 +96,7 @@ class MiniLMReader(keras.layers.Layer):
         self.vocabulary_ids = vocabulary_ids
         self.padding_id = int(padding_id)
         self.preset = preset
-        tokenizer = load_minilm_tokenizer()
+        tokenizer = load_minilm_tokenizer(preset=preset)
         self.cls_id = tokenizer.cls_token_id
         self.sep_id = tokenizer.sep_token_id
         self._to_wordpiece = tf.constant(np.asarray(vocabulary_ids, dtype="int32"))
@@ -126,10 +126,6 @@ class MiniLMReader(keras.layers.Layer):
             for layer in layers[len(layers) - fine_tune_layers:]:
                 layer.trainable = True
         return fine_tune_layers
-
-    @property
-    def output_dim(self):
-        return self.backbone.hidden_dim
 
     def call(self, inputs, training=None):
         token_ids, copy_mask = inputs

@@ -53,7 +53,7 @@ class RagPreprocessor(keras.layers.Layer):
 
     Args:
         tokenizer: a keras-hub WordPiece tokenizer (e.g.
-            `keras_ragkd.text.load_minilm_tokenizer()`), ragged outputs.
+            `keras_ragkd.models.load_minilm_tokenizer()`), ragged outputs.
         vocabulary_ids: list of WordPiece ids of the reduced vocabulary; the
             first four must be the ids of `[PAD]`, `[UNK]`, `[CLS]`, `[SEP]`.
         question_length: int, question tokens kept.
@@ -66,7 +66,7 @@ class RagPreprocessor(keras.layers.Layer):
 
     Example:
 
-    >>> from keras_ragkd.text import load_minilm_tokenizer
+    >>> from keras_ragkd.models import load_minilm_tokenizer
     >>> tokenizer = load_minilm_tokenizer()
     >>> preprocessor = RagPreprocessor.from_texts(
     ...     tokenizer, ["The capital of France is Paris."])
@@ -157,7 +157,7 @@ class RagPreprocessor(keras.layers.Layer):
 
         Example:
 
-        >>> from keras_ragkd.text import load_minilm_tokenizer
+        >>> from keras_ragkd.models import load_minilm_tokenizer
         >>> RagPreprocessor.from_tokenizer(load_minilm_tokenizer()).vocabulary_size
         30522
         """

@@ -97,7 +97,7 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
     >>> from keras_ragkd.data.countries import country_passages, country_questions
     >>> from keras_ragkd.retrieval import PassageIndex, TfidfEncoder, TfidfQueryEncoder
     >>> from keras_ragkd.rag import RagPreprocessor
-    >>> from keras_ragkd.text import load_minilm_tokenizer
+    >>> from keras_ragkd.models import load_minilm_tokenizer
     >>> countries = ["France", "Peru", "Japan"]
     >>> passages = country_passages(countries)
     >>> qa = [q for q in country_questions("all") if q["country"] in countries]
@@ -617,7 +617,7 @@ def build_generator(generator, preprocessor, dropout=0.1):
     Example:
 
     >>> from keras_ragkd.rag import RagPreprocessor
-    >>> from keras_ragkd.text import load_minilm_tokenizer
+    >>> from keras_ragkd.models import load_minilm_tokenizer
     >>> preprocessor = RagPreprocessor.from_texts(
     ...     load_minilm_tokenizer(), ["The capital of Peru is Lima."])
     >>> generator = build_generator("tiny", preprocessor)
@@ -693,7 +693,7 @@ def build_rag_question_answerer(index, query_encoder, preprocessor, generator="s
     >>> from keras_ragkd.data.countries import country_passages
     >>> from keras_ragkd.retrieval import PassageIndex, TfidfEncoder, TfidfQueryEncoder
     >>> from keras_ragkd.rag import RagPreprocessor
-    >>> from keras_ragkd.text import load_minilm_tokenizer
+    >>> from keras_ragkd.models import load_minilm_tokenizer
     >>> passages = country_passages(["France", "Peru", "Japan"])
     >>> tfidf = TfidfEncoder(dim=8).fit([p["text"] for p in passages])
     >>> index = PassageIndex.build(passages, tfidf, verbose=0)

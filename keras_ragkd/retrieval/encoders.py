@@ -73,7 +73,7 @@ class KerasTextEncoder:
     Use it to index passages with your own (possibly trained) tower. The
     model receives a 1-D `tf.string` tensor, or, when `tokenizer` is given,
     `tokenizer(strings)` (e.g. padded token ids from
-    `keras_ragkd.text.load_minilm_tokenizer(sequence_length=...)`).
+    `keras_ragkd.models.load_minilm_tokenizer(sequence_length=...)`).
 
     Args:
         model: a `keras.Model` (or layer) mapping its inputs to float vectors.

@@ -17,6 +17,7 @@ from keras_ragkd.retrieval.encoders import as_text_encoder
 from keras_ragkd.retrieval.passage import as_passages
 from keras_ragkd.retrieval.passage import check_texts
 from keras_ragkd.retrieval.passage import passage_text
+from keras_ragkd.validation import check_integer
 
 FORMAT_VERSION = 1
 METRIC = "inner_product"
@@ -334,7 +335,14 @@ class PassageIndex:
                 "by itself), pass `encoder=` to `PassageIndex.load`, or search "
                 "with vectors. Received: encoder=None"
             )
-        return self.encoder.encode(check_texts(queries), verbose=0)
+        queries = check_texts(queries)
+        for position, query in enumerate(queries):
+            if not query.strip():
+                raise ValueError(
+                    "A query must not be empty or blank: it would match every passage "
+                    f"equally. Received: queries[{position}]={query!r}"
+                )
+        return self.encoder.encode(queries, verbose=0)
 
     # Mutations (serialised; each publishes a new `_State`).
 
@@ -687,9 +695,19 @@ def check_index_factory(index_factory, dim, num_passages):
     return faiss_index
 
 
+# A search returns `k` columns per query (with their embeddings): a bound
+# that keeps a mistyped `k` from asking for terabytes.
+MAX_K = 65536
+
+
 def check_k(k):
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise ValueError(f"`k` must be a positive integer. Received: k={k!r}")
+    """Raises `ValueError` unless `k` is a positive integer of at most `MAX_K`."""
+    check_integer("k", k)
+    if k > MAX_K:
+        raise ValueError(
+            f"`k` must be at most {MAX_K} (a search returns `k` passages per query, "
+            f"masked where the index has fewer). Received: k={k!r}"
+        )
 
 
 def check_vectors(vectors, name, dim=None):

@@ -151,7 +151,7 @@ def test_rag_teacher_provenance_records_its_index_and_n_docs(tmp_path):
     from keras_ragkd.data.countries import country_passages
     from keras_ragkd.rag import RagPreprocessor
     from keras_ragkd.rag import RagQuestionAnswerer
-    from keras_ragkd.text import load_minilm_tokenizer
+    from keras_ragkd.models import load_minilm_tokenizer
     from tests.rag.conftest import token_rag
 
     passages = country_passages(["France", "Peru"])

@@ -14,7 +14,7 @@ from keras_ragkd.data import counterfactual_augment
 from keras_ragkd.retrieval import PassageIndex
 from keras_ragkd.retrieval import PassageRetriever
 from keras_ragkd.retrieval import load_minilm_encoder
-from keras_ragkd.text import load_minilm_tokenizer
+from keras_ragkd.models import load_minilm_tokenizer
 
 COUNTRIES = ["France", "Germany", "Peru", "Japan", "Kenya", "Canada"]
 

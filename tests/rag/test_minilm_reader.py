@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_ragkd.models import load_minilm_tokenizer
 from keras_ragkd.rag import GENERATOR_SIZES
 from keras_ragkd.rag import CopyTransformerGenerator
 from keras_ragkd.rag import MiniLMReader
@@ -12,7 +13,6 @@ from keras_ragkd.rag import build_rag_question_answerer
 from keras_ragkd.rag.minilm_reader import pack_left
 from keras_ragkd.retrieval import PassageIndex
 from keras_ragkd.retrieval import load_minilm_encoder
-from keras_ragkd.text import load_minilm_tokenizer
 
 
 @pytest.fixture(scope="module")

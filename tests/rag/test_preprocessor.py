@@ -6,7 +6,7 @@ import tensorflow as tf
 from keras_ragkd.rag import RagPreprocessor
 from keras_ragkd.rag.preprocessor import END_ID
 from keras_ragkd.rag.preprocessor import START_ID
-from keras_ragkd.text import load_minilm_tokenizer
+from keras_ragkd.models import load_minilm_tokenizer
 
 
 @pytest.fixture(scope="module")

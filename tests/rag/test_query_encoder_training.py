@@ -9,7 +9,7 @@ from keras_ragkd.rag import RagPreprocessor
 from keras_ragkd.rag import build_rag_question_answerer
 from keras_ragkd.retrieval import PassageIndex
 from keras_ragkd.retrieval import PassageReindexer
-from keras_ragkd.text import load_minilm_tokenizer
+from keras_ragkd.models import load_minilm_tokenizer
 from tests.rag.conftest import COUNTRIES
 
 

@@ -8,7 +8,7 @@ from keras_ragkd.rag import RagPreprocessor
 from keras_ragkd.rag import RagQuestionAnswerer
 from keras_ragkd.rag import build_rag_question_answerer
 from keras_ragkd.retrieval import PassageIndex
-from keras_ragkd.text import load_minilm_tokenizer
+from keras_ragkd.models import load_minilm_tokenizer
 from tests.rag.conftest import token_query_encoder
 
 FRANCE = "What is the capital of France?"

@@ -1,76 +1,8 @@
-import os
-
 import keras
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
-from scipy.special import erf
-from tokenizers import Tokenizer
 
 from keras_ragkd.retrieval import MiniLMEncoder
-from keras_ragkd.text import minilm_preset_path
-
-
-def numpy_minilm(sentences):
-    """sentence-transformers' all-MiniLM-L6-v2 in plain NumPy.
-
-    Hugging Face tokenizer + the safetensors weights + BERT forward pass +
-    mean pooling + L2 norm: a reference independent of Keras and keras-hub.
-    """
-    folder = minilm_preset_path()
-    weights = load_file(os.path.join(folder, "model.safetensors"))
-    tokenizer = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
-    tokenizer.no_padding()
-
-    def dense(x, name):
-        return x @ weights[f"{name}.weight"].T + weights[f"{name}.bias"]
-
-    def layer_norm(x, name):
-        mean = x.mean(-1, keepdims=True)
-        variance = x.var(-1, keepdims=True)
-        normed = (x - mean) / np.sqrt(variance + 1e-12)
-        return normed * weights[f"{name}.weight"] + weights[f"{name}.bias"]
-
-    vectors = []
-    for sentence in sentences:
-        ids = np.array(tokenizer.encode(sentence).ids)
-        x = (
-            weights["embeddings.word_embeddings.weight"][ids]
-            + weights["embeddings.position_embeddings.weight"][: len(ids)]
-            + weights["embeddings.token_type_embeddings.weight"][0]
-        )
-        x = layer_norm(x, "embeddings.LayerNorm")
-        for i in range(6):
-            prefix = f"encoder.layer.{i}"
-            heads = [
-                dense(x, f"{prefix}.attention.self.{part}").reshape(len(ids), 12, 32)
-                for part in ("query", "key", "value")
-            ]
-            query, key, value = (h.transpose(1, 0, 2) for h in heads)
-            logits = query @ key.transpose(0, 2, 1) / np.sqrt(32.0)
-            attention = np.exp(logits - logits.max(-1, keepdims=True))
-            attention /= attention.sum(-1, keepdims=True)
-            context = (attention @ value).transpose(1, 0, 2).reshape(len(ids), 384)
-            x = layer_norm(
-                x + dense(context, f"{prefix}.attention.output.dense"),
-                f"{prefix}.attention.output.LayerNorm",
-            )
-            hidden = dense(x, f"{prefix}.intermediate.dense")
-            hidden = 0.5 * hidden * (1.0 + erf(hidden / np.sqrt(2.0)))
-            x = layer_norm(
-                x + dense(hidden, f"{prefix}.output.dense"),
-                f"{prefix}.output.LayerNorm",
-            )
-        pooled = x.mean(0)
-        vectors.append(pooled / np.linalg.norm(pooled))
-    return np.stack(vectors)
-
-
-def test_embeddings_match_numpy_reference(minilm_encoder):
-    sentences = ["This is an example sentence", "Each sentence is converted"]
-    vectors = minilm_encoder.encode(sentences)
-    assert vectors.shape == (2, 384) and vectors.dtype == np.float32
-    np.testing.assert_allclose(vectors, numpy_minilm(sentences), atol=2e-5)
 
 
 def test_cosine_similarities_match_published_values(minilm_encoder):
