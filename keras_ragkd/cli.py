@@ -185,7 +185,7 @@ def index_build(args):
             encoder = TfidfEncoder(dim=args.dim).fit(texts)
         dim = encoder.dim
     else:
-        from keras_ragkd.retrieval.minilm_encoder import EMBEDDING_DIM
+        from keras_ragkd.models.minilm import EMBEDDING_DIM
 
         dim, encoder = EMBEDDING_DIM, None
     with checking("--factory"):
@@ -219,8 +219,16 @@ def index_info(args):
     return 0
 
 
+def check_not_blank(texts, name):
+    """Refuses an empty or whitespace-only query or question."""
+    for text in texts:
+        if not text.strip():
+            raise BadInput(f"A {name} must not be empty. Received: {name}={text!r}")
+
+
 def index_query(args):
     check_positive(args.k, "-k")
+    check_not_blank(args.queries, "query")
     index = load_index(args.directory)
     result = index.search(args.queries, k=args.k)
     for query, ids, scores, valid in zip(
@@ -297,7 +305,7 @@ def train(args):
     from keras_ragkd.rag import RagPreprocessor
     from keras_ragkd.rag import build_rag_question_answerer
     from keras_ragkd.retrieval import keras_query_encoder
-    from keras_ragkd.text import load_minilm_tokenizer
+    from keras_ragkd.models import load_minilm_tokenizer
 
     check_budget(args)
     out = check_output(args.out, args.overwrite, inputs=[("--index", args.index)])
@@ -450,9 +458,7 @@ def evaluate(args):
 
 def ask(args):
     check_positive(args.num_beams, "--num-beams")
-    for question in args.questions:
-        if not question.strip():
-            raise BadInput(f"A question must not be empty. Received: question={question!r}")
+    check_not_blank(args.questions, "question")
     if os.path.isfile(os.path.join(args.model, SAVED_MODEL_FILE)):
         return ask_saved_model(args)
     model = swap_index(load_model(args.model), args)
@@ -849,7 +855,7 @@ def main(argv=None):
 
     Example:
 
-    >>> main(["index", "info", "/no/such/folder"])  # doctest: +SKIP
+    >>> main(["index", "info", "/no/such/folder"])  # One line on stderr.
     2
     """
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]

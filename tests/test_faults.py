@@ -244,7 +244,7 @@ from keras_ragkd.rag import RagPreprocessor
 from keras_ragkd.rag import build_rag_question_answerer
 from keras_ragkd.retrieval import PassageIndex
 from keras_ragkd.serving import export_model
-from keras_ragkd.text import load_minilm_tokenizer
+from keras_ragkd.models import load_minilm_tokenizer
 
 def setup():
     global model
@@ -309,7 +309,7 @@ def _unsafe_calls(path):
     `eval`/`exec`, `allow_pickle=True`, `safe_mode=False`, `np.load` without
     `allow_pickle=False`."""
     tree = ast.parse(open(path, encoding="utf-8").read(), path)
-    unsafe_modules = {"pickle", "cPickle", "dill", "marshal", "shelve", "cloudpickle"}
+    unsafe_modules = {"pickle", "cPickle", "dill", "marshal", "shelve", "cloudpickle", "joblib"}
     found = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
