@@ -230,7 +230,8 @@ def index_query(args):
     check_positive(args.k, "-k")
     check_not_blank(args.queries, "query")
     index = load_index(args.directory)
-    result = index.search(args.queries, k=args.k)
+    with checking("-k"):
+        result = index.search(args.queries, k=args.k)
     for query, ids, scores, valid in zip(
         args.queries, result.passage_ids, result.scores, result.mask
     ):

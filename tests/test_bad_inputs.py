@@ -277,7 +277,7 @@ CASES = [
          CommandError, "-k must be positive"),
     Case("cli-k-huge", 'keras-ragkd index query TFIDF_KB "capital" -k 1000000000000',
          lambda ws: command("index", "query", ws.tfidf_kb, "capital", "-k", 10**12),
-         CommandError, "`k` must be at most 65536"),
+         CommandError, "-k: `k` must be at most 65536"),
     Case("cli-empty-query", 'keras-ragkd index query TFIDF_KB ""',
          lambda ws: command("index", "query", ws.tfidf_kb, ""),
          CommandError, "A query must not be empty"),
