@@ -1,22 +1,30 @@
 """`Distiller`: a Keras model that trains a student against a frozen teacher."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from keras_ragkd.distillation import cached_batch
-from keras_ragkd.distillation.losses import hard_loss_values
-from keras_ragkd.distillation.losses import kd_divergence
-from keras_ragkd.distillation.losses import topk_kd_divergence
+from keras_ragkd.distillation import keras_compat
+from keras_ragkd.distillation import losses
+from keras_ragkd.distillation import model_checks
+from keras_ragkd.distillation.hard_loss import config_value
+from keras_ragkd.distillation.hard_loss import hard_loss_values
+from keras_ragkd.distillation.hard_loss import has_class_labels
+from keras_ragkd.distillation.hard_loss import resolve_hard_loss
+from keras_ragkd.distillation.keras_compat import FeatureDistillation
+from keras_ragkd.distillation.position_weights import combine_masks
+from keras_ragkd.distillation.position_weights import replace_ignored_labels
+from keras_ragkd.distillation.position_weights import stop_gradient_keep_mask
+from keras_ragkd.distillation.position_weights import teacher_is_right
+from keras_ragkd.distillation.position_weights import valid_weights
+from keras_ragkd.distillation.position_weights import weighted_mean
+from keras_ragkd.distillation.replicas import num_replicas
+from keras_ragkd.distillation.replicas import sum_over_replicas
 from keras_ragkd.distribute import MultiWorkerFitMixin
 from keras_ragkd.pipelines import is_raw_text
 from keras_ragkd.pipelines import preprocessed_dataset
-
-_LOGIT_LOSSES = {
-    "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
-    "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
-    "binary_crossentropy": keras.losses.BinaryCrossentropy,
-}
 
 
 @keras.saving.register_keras_serializable(package="keras_ragkd")
@@ -24,13 +32,25 @@ class Distiller(MultiWorkerFitMixin, keras.Model):
     """Trains a student model to match a frozen teacher (knowledge distillation).
 
     The training loss is `α · L_hard + (1 − α) · L_soft`, where `L_hard` is the
-    compiled loss of the student on the true labels and
-    `L_soft = T² · KL(softmax(t / T) ‖ softmax(s / T))` compares teacher logits
-    `t` and student logits `s` at temperature `T`, computed in float32 from
-    logits. Both terms honour `sample_weight`, Keras masks (e.g. from
-    `Embedding(mask_zero=True)`) and an ignored label class, and average over
+    compiled loss of the student on the true labels and `L_soft` a
+    distillation loss of the teacher's and the student's outputs at
+    temperature `T`, by default the forward KL
+    `T² · KL(softmax(t / T) ‖ softmax(s / T))`, computed in float32. Other
+    losses (`ReverseKL`, `GeneralizedJSD`, `TopKTailKL`, see
+    `keras_ragkd.distillation.losses`) plug in as `distillation_loss`. Every
+    term honours `sample_weight`, Keras masks (e.g. from
+    `Embedding(mask_zero=True)`) and an ignored label class, and averages over
     the valid examples or tokens of the global batch, so one replica and a
     `tf.distribute` strategy give the same loss and the same update.
+
+    Outputs are logits, or log-probabilities when a model says so: a model
+    with `output_kind = "log_probabilities"` (RAG-Token marginals of a
+    `RagQuestionAnswerer`) is read as such, or pass `teacher_outputs=` /
+    `student_outputs="log_probabilities"`. Both give the same tempered
+    distributions; a final softmax (probabilities) is refused. Padding comes
+    from the model too: without an `ignore_class`, the compiled loss's or
+    else the student's (or teacher's) `padding_id` (on the model or its
+    `preprocessor`) is ignored.
 
     The teacher is frozen (`trainable=False`, called with `training=False`).
     `alpha` and `temperature` are non-trainable variables: assigning
@@ -45,36 +65,57 @@ class Distiller(MultiWorkerFitMixin, keras.Model):
     `ModelCheckpoint(path, monitor="val_student_loss", mode="min")`.
 
     A `.keras` file of a Distiller reloads compiled, with its optimizer
-    state, so training continues where it stopped; the teacher and the
-    student come back as models that are not compiled (their own optimizers,
-    e.g. from training the teacher, are not distillation state and are not
-    restored).
+    state and its distillation losses, so training continues where it
+    stopped; the teacher and the student come back as models that are not
+    compiled (their own optimizers, e.g. from training the teacher, are not
+    distillation state and are not restored).
 
     Training can also run from a `TeacherCache` instead of a live teacher:
     pass `teacher=None` (or any teacher, which is then not run) and fit on
-    `cache.attach(dataset)`.
+    `cache.attach(dataset)`. Every distillation loss reads a top-k cache
+    through its `k + 1` buckets (top-k tokens and the tail).
+
+    Code written for `keras.distillation.Distiller` runs unchanged with this
+    class: it also takes `distillation_losses` (one or a list of
+    `LogitsDistillation`, `FeatureDistillation` or our losses),
+    `distillation_loss_weights` and `student_loss_weight` (`= alpha`); the
+    total is then `α · L_hard + (1 − α) · Σ wᵢ · Lᵢ`, with this class's
+    numerics (softmax and `T²`), and is logged as `loss`.
 
     Args:
         teacher: a built Keras model that outputs logits `(batch, vocab)` or
             `(batch, time, vocab)`, or `None` to train only from cached teacher
             logits.
         student: a Keras model with the same output shape as the teacher.
-        alpha: weight in `[0, 1]` of the hard (label) loss.
-        temperature: softmax temperature `T > 0` of the soft loss.
+        alpha: weight in `[0, 1]` of the hard (label) loss. Defaults to 0.5.
+        temperature: softmax temperature `T > 0` of the soft loss (of every
+            distillation loss that has no temperature of its own).
         ignore_class: optional label value that marks padding: such positions
-            count in neither term. Defaults to the compiled loss's
-            `ignore_class`, if any.
+            count in no term. Defaults to the compiled loss's `ignore_class`,
+            else the student's (or teacher's) `padding_id`, if any.
         feature_layers: optional list of `(teacher_layer_name,
             student_layer_name)` pairs for hidden-state distillation (both
             models must be functional). A trainable `Dense` projection maps
             the student features to the teacher's width when they differ.
-        feature_weight: weight of the mean-squared feature loss.
+        feature_weight: weight of the mean-squared feature loss (added to
+            the total, outside the `1 − α` of the soft term).
         mask_teacher_errors: if `True`, the soft loss counts only the
             positions (examples, or tokens of sequences) where the teacher's
             most likely class is the label, so the student never learns the
             teacher's mistakes; the hard loss still counts every position,
             and the soft term keeps its denominator (it is zero, not missing,
             where the teacher is wrong). Needs class-index or one-hot labels.
+        distillation_loss: the soft loss: a `DistillationLoss` or a name
+            (`"forward_kl"`, the default, `"reverse_kl"`, `"jsd"`,
+            `"top_k_tail_kl"`).
+        teacher_outputs: `"auto"` (the teacher's `output_kind`, else
+            logits), `"logits"` or `"log_probabilities"`.
+        student_outputs: the same for the student.
+        distillation_losses: Keras' argument: one or a list of distillation
+            losses (instead of `distillation_loss`).
+        distillation_loss_weights: Keras' argument: a weight per loss of
+            `distillation_losses` (default 1 each).
+        student_loss_weight: Keras' name of `alpha`.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -88,30 +129,53 @@ class Distiller(MultiWorkerFitMixin, keras.Model):
     >>> logs = distiller.fit(x, y, epochs=1, verbose=0).history
     >>> sorted(logs)
     ['accuracy', 'distillation_loss', 'loss', 'student_loss']
+    >>> Distiller(teacher, student, distillation_loss="jsd").distillation_losses
+    [GeneralizedJSD(beta=0.5, temperature=None)]
     """
 
     def __init__(
         self,
         teacher,
         student,
-        alpha=0.5,
+        alpha=None,
         temperature=3.0,
         ignore_class=None,
         feature_layers=None,
         feature_weight=1.0,
         mask_teacher_errors=False,
+        distillation_loss=None,
+        teacher_outputs="auto",
+        student_outputs="auto",
+        distillation_losses=None,
+        distillation_loss_weights=None,
+        student_loss_weight=None,
         **kwargs,
     ):
         kwargs.setdefault("name", "distiller")
         super().__init__(**kwargs)
-        _check_alpha(alpha)
-        _check_temperature(temperature)
-        _check_models(teacher, student)
+        alpha = keras_compat.hard_loss_weight(alpha, student_loss_weight)
+        model_checks.check_alpha(alpha)
+        losses.check_temperature(temperature)
+        self.teacher_outputs = teacher_outputs
+        self.student_outputs = student_outputs
+        self.teacher_output_kind = model_checks.output_kind(teacher, teacher_outputs, "teacher")
+        self.student_output_kind = model_checks.output_kind(student, student_outputs, "student")
+        model_checks.check_models(
+            teacher, student, self.teacher_output_kind, self.student_output_kind
+        )
         if teacher is not None:
             teacher.trainable = False
         self.teacher = teacher
         self.student = student
         self.ignore_class = ignore_class
+        terms, weights = keras_compat.distillation_terms(
+            distillation_loss, distillation_losses, distillation_loss_weights
+        )
+        self.distillation_losses = terms
+        self.distillation_loss_weights = weights
+        for term in terms:
+            if isinstance(term, FeatureDistillation) and teacher is not None:
+                term.validate_model_compatibility(teacher, student)
         self.feature_layers = [tuple(pair) for pair in feature_layers or ()]
         self.feature_weight = float(feature_weight)
         self.mask_teacher_errors = bool(mask_teacher_errors)
@@ -132,7 +196,9 @@ class Distiller(MultiWorkerFitMixin, keras.Model):
             name="temperature",
         )
         self.projections = []
-        if self.feature_layers:
+        self._teacher_feature_extractor = None
+        self._student_feature_extractor = None
+        if self._feature_pairs():
             self._build_feature_extractors()
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
@@ -153,8 +219,16 @@ class Distiller(MultiWorkerFitMixin, keras.Model):
 
     @alpha.setter
     def alpha(self, value):
-        _check_alpha(float(value))
+        model_checks.check_alpha(float(value))
         self._alpha.assign(value)
+
+    @property
+    def student_loss_weight(self):
+        """`keras.distillation`'s name of `alpha`, as a Python float.
+
+        The shortest decimal of the float32 value (`0.7`, not `0.699999988`).
+        """
+        return float(str(np.float32(float(self._alpha.value))))
 
     @property
     def temperature(self):
@@ -163,7 +237,7 @@ class Distiller(MultiWorkerFitMixin, keras.Model):
 
     @temperature.setter
     def temperature(self, value):
-        _check_temperature(float(value))
+        losses.check_temperature(float(value))
         self._temperature.assign(value)
 
     # -- Keras model API -----------------------------------------------------
@@ -186,13 +260,14 @@ class Distiller(MultiWorkerFitMixin, keras.Model):
                 The names `"sparse_categorical_crossentropy"`,
                 `"categorical_crossentropy"` and `"binary_crossentropy"`
                 resolve to their `from_logits=True` versions, because the
-                student outputs logits.
+                student outputs logits (or log-probabilities, the same to a
+                cross-entropy from logits).
             metrics: metrics of the student's outputs, as in `Model.compile`.
             **kwargs: other `Model.compile` arguments (`weighted_metrics`,
                 `jit_compile`, `steps_per_execution`, ...).
         """
-        self._hard_loss = _resolve_hard_loss(loss)
-        if self.mask_teacher_errors and not _has_class_labels(self._hard_loss):
+        self._hard_loss = resolve_hard_loss(loss)
+        if self.mask_teacher_errors and not has_class_labels(self._hard_loss):
             raise ValueError(
                 "`mask_teacher_errors=True` compares the teacher's most likely "
                 "class with the label, so it needs class-index or one-hot "
@@ -200,7 +275,7 @@ class Distiller(MultiWorkerFitMixin, keras.Model):
                 f"Received: loss={loss!r}"
             )
         if self.ignore_class is None:
-            self.ignore_class = _config_value(self._hard_loss, "ignore_class")
+            self.ignore_class = self._declared_padding(self._hard_loss)
         super().compile(optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
         self._compile_config.config["loss"] = loss
 
@@ -306,6 +381,14 @@ class Distiller(MultiWorkerFitMixin, keras.Model):
                 "feature_layers": [list(pair) for pair in self.feature_layers],
                 "feature_weight": self.feature_weight,
                 "mask_teacher_errors": self.mask_teacher_errors,
+                "teacher_outputs": self.teacher_outputs,
+                "student_outputs": self.student_outputs,
+                "distillation_losses": [
+                    keras.saving.serialize_keras_object(term)
+                    for term in self.distillation_losses
+                ],
+                "distillation_loss_weights": list(self.distillation_loss_weights),
+                "student_loss_weight": self._initial_alpha,
             }
         )
         return config
@@ -342,28 +425,60 @@ class Distiller(MultiWorkerFitMixin, keras.Model):
 
     # -- internals -----------------------------------------------------------
 
+    def _declared_padding(self, hard_loss):
+        """The compiled loss's `ignore_class`, else the models' `padding_id`."""
+        for value in (
+            config_value(hard_loss, "ignore_class"),
+            model_checks.padding_id(self.student),
+            model_checks.padding_id(self.teacher),
+        ):
+            if value is not None:
+                return value
+        return None
+
+    def _logit_losses(self):
+        return [
+            (term, weight)
+            for term, weight in zip(self.distillation_losses, self.distillation_loss_weights)
+            if not isinstance(term, FeatureDistillation)
+        ]
+
+    def _feature_pairs(self):
+        """Native `feature_layers` pairs, then those of `FeatureDistillation` terms."""
+        pairs = list(self.feature_layers)
+        for term in self.distillation_losses:
+            if isinstance(term, FeatureDistillation):
+                pairs.append((term.teacher_layer_name, term.student_layer_name))
+        return pairs
+
+    def _feature_distillation_weights(self):
+        return [
+            weight
+            for term, weight in zip(self.distillation_losses, self.distillation_loss_weights)
+            if isinstance(term, FeatureDistillation)
+        ]
+
     def _build_feature_extractors(self):
         for model, role in ((self.teacher, "teacher"), (self.student, "student")):
-            if model is None or not hasattr(model, "inputs"):
+            if model is None or getattr(model, "inputs", None) is None:
                 raise ValueError(
                     "Feature distillation needs functional (or Sequential) "
                     f"teacher and student models. Received: {role}={model!r}"
                 )
-        teacher_names = [pair[0] for pair in self.feature_layers]
-        student_names = [pair[1] for pair in self.feature_layers]
-        teacher_features = [self.teacher.get_layer(n).output for n in teacher_names]
-        student_features = [self.student.get_layer(n).output for n in student_names]
+        pairs = self._feature_pairs()
+        teacher_features = [self.teacher.get_layer(t).output for t, _ in pairs]
+        student_features = [self.student.get_layer(s).output for _, s in pairs]
         # Extractors share the models' layers; setting them with
         # object.__setattr__ keeps Keras from tracking (and saving) the same
         # variables twice.
         object.__setattr__(
             self,
-            "_teacher_extractor",
+            "_teacher_feature_extractor",
             keras.Model(self.teacher.inputs, [self.teacher.outputs[0]] + teacher_features),
         )
         object.__setattr__(
             self,
-            "_student_extractor",
+            "_student_feature_extractor",
             keras.Model(self.student.inputs, [self.student.outputs[0]] + student_features),
         )
         for index, (t, s) in enumerate(zip(teacher_features, student_features)):
@@ -383,17 +498,17 @@ class Distiller(MultiWorkerFitMixin, keras.Model):
                 "cached teacher logits: train on `TeacherCache.attach(dataset)`."
                 " Received: a batch without cached teacher logits"
             )
-        if self.feature_layers:
-            logits, *features = self._teacher_extractor(x, training=False)
+        if self._teacher_feature_extractor is not None:
+            logits, *features = self._teacher_feature_extractor(x, training=False)
         else:
             logits, features = self.teacher(x, training=False), []
-        logits = _stop_gradient_keep_mask(logits)
+        logits = stop_gradient_keep_mask(logits)
         features = [ops.stop_gradient(f) for f in features]
         return {cached_batch.TEACHER_LOGITS: logits, "features": features}
 
     def _run_student(self, x, training):
-        if self.feature_layers:
-            logits, *features = self._student_extractor(x, training=training)
+        if self._student_feature_extractor is not None:
+            logits, *features = self._student_feature_extractor(x, training=training)
             features = [
                 f if p is None else p(f) for f, p in zip(features, self.projections)
             ]
@@ -410,34 +525,28 @@ class Distiller(MultiWorkerFitMixin, keras.Model):
         mask = getattr(student_logits, "_keras_mask", None)
         teacher_logits = teacher_outputs.get(cached_batch.TEACHER_LOGITS)
         if teacher_logits is not None:
-            _check_logit_shapes(teacher_logits, student_logits)
-            teacher_mask = getattr(teacher_logits, "_keras_mask", None)
-            mask = _combine_masks(mask, teacher_mask)
+            losses.check_same_vocabulary(teacher_logits.shape, student_logits.shape)
+            mask = combine_masks(mask, getattr(teacher_logits, "_keras_mask", None))
         student_logits = ops.cast(student_logits, "float32")
-        weights = _valid_weights(
-            y, student_logits, sample_weight, mask, self.ignore_class
-        )
+        weights = valid_weights(y, student_logits, sample_weight, mask, self.ignore_class)
         local_count = ops.sum(weights)
-        global_count = _sum_over_replicas(local_count)
-
-        def weighted_mean(values):
-            # `where` keeps non-finite values at ignored positions out of the sum.
-            values = ops.where(weights > 0, values, 0.0)
-            return ops.divide_no_nan(ops.sum(values * weights), global_count)
-
-        labels = _replace_ignored_labels(y, self.ignore_class)
-        hard = weighted_mean(hard_loss_values(self._hard_loss, labels, student_logits))
-        soft_values = self._soft_values(teacher_outputs, student_logits)
-        if self.mask_teacher_errors:
-            soft_values = soft_values * _teacher_is_right(labels, teacher_outputs)
-        soft = weighted_mean(soft_values)
+        global_count = sum_over_replicas(local_count)
+        labels = replace_ignored_labels(y, self.ignore_class)
+        hard = weighted_mean(
+            hard_loss_values(self._hard_loss, labels, student_logits), weights, global_count
+        )
+        soft = self._soft_loss(labels, teacher_outputs, student_logits, weights, global_count)
+        features = self._feature_losses(teacher_outputs, student_features, weights, global_count)
+        native = features[: len(self.feature_layers)]
+        for value, weight in zip(
+            features[len(self.feature_layers):], self._feature_distillation_weights()
+        ):
+            soft = soft + weight * value
         alpha = ops.convert_to_tensor(self._alpha)
         loss = alpha * hard + (1.0 - alpha) * soft
         terms = {"student_loss": hard, "distillation_loss": soft}
         if self.feature_layers:
-            feature = self._feature_loss(
-                teacher_outputs, student_features, weights, global_count
-            )
+            feature = sum(native[1:], native[0])
             loss = loss + self.feature_weight * feature
             terms["feature_loss"] = feature
         terms["weighted_loss"] = loss
@@ -447,51 +556,44 @@ class Distiller(MultiWorkerFitMixin, keras.Model):
                 ops.stack([ops.cast(l, "float32") for l in self.student.losses])
             )
         terms["regularization"] = regularization
-        terms["loss"] = loss + regularization / _num_replicas()
+        terms["loss"] = loss + regularization / num_replicas()
         terms["local_count"] = local_count
         terms["weights"] = weights
         terms["replica_share"] = ops.divide_no_nan(local_count, global_count)
         return terms
 
-    def _soft_values(self, teacher_outputs, student_logits):
+    def _soft_loss(self, labels, teacher_outputs, student_logits, weights, global_count):
+        """`Σ wᵢ · Lᵢ` over the distillation losses of the outputs."""
+        right = None
+        if self.mask_teacher_errors:
+            right = teacher_is_right(labels, teacher_outputs)
         temperature = ops.convert_to_tensor(self._temperature)
-        if cached_batch.TEACHER_TOP_LOGITS in teacher_outputs:
-            cache_temperature = teacher_outputs[cached_batch.CACHE_TEMPERATURE]
-            tf.debugging.assert_near(
-                ops.reshape(cache_temperature, (-1,))[:1],
-                ops.reshape(temperature, (1,)),
-                message=(
-                    "A top-k TeacherCache is exact only at the temperature it "
-                    "was built with; build the cache at the distiller's "
-                    "temperature (or use top_k=None to schedule it)."
-                ),
-            )
-            return topk_kd_divergence(
-                teacher_outputs[cached_batch.TEACHER_TOP_LOGITS],
-                teacher_outputs[cached_batch.TEACHER_TOP_INDICES],
-                teacher_outputs[cached_batch.TEACHER_REST_LOG_MASS],
-                student_logits,
-                temperature,
-            )
-        return kd_divergence(
-            teacher_outputs[cached_batch.TEACHER_LOGITS], student_logits, temperature
-        )
+        soft = ops.zeros((), "float32")
+        for term, weight in self._logit_losses():
+            values = term.per_position(teacher_outputs, student_logits, temperature)
+            if right is not None:
+                values = values * right
+            soft = soft + weight * weighted_mean(values, weights, global_count)
+        return soft
 
-    def _feature_loss(self, teacher_outputs, student_features, weights, global_count):
+    def _feature_losses(self, teacher_outputs, student_features, weights, global_count):
+        """The mean squared error of each feature pair, over the valid positions."""
+        if not student_features:
+            return []
         teacher_features = teacher_outputs.get("features")
         if not teacher_features:
             raise ValueError(
                 "Feature distillation needs the live teacher; cached teacher "
                 "logits hold no hidden states. Received: a cached batch with "
-                f"feature_layers={self.feature_layers}"
+                f"feature layers={self._feature_pairs()}"
             )
-        total = 0.0
+        values = []
+        position_axes = len(weights.shape)
         for t, s in zip(teacher_features, student_features):
             error = ops.square(ops.cast(s, "float32") - ops.cast(t, "float32"))
-            position_axes = len(weights.shape)
             error = ops.mean(error, axis=list(range(position_axes, len(error.shape))))
-            total = total + ops.divide_no_nan(ops.sum(error * weights), global_count)
-        return total
+            values.append(weighted_mean(error, weights, global_count))
+        return values
 
     def _update_metrics(self, terms, y, student_logits, sample_weight):
         # Each replica's terms are its share of the global mean (its weighted
@@ -534,214 +636,3 @@ def _without_compile_config(serialized):
     serialized = dict(serialized)
     serialized.pop("compile_config", None)
     return serialized
-
-
-def _check_alpha(alpha):
-    if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(
-            "`alpha` (the weight of the hard loss) must be a number in "
-            f"[0, 1]. Received: alpha={alpha!r}"
-        )
-
-
-def _check_temperature(temperature):
-    if not isinstance(temperature, (int, float)) or not temperature > 0.0:
-        raise ValueError(
-            "`temperature` must be a number > 0. "
-            f"Received: temperature={temperature!r}"
-        )
-
-
-def _check_models(teacher, student):
-    if not isinstance(student, keras.Model):
-        raise TypeError(
-            f"`student` must be a keras.Model. Received: student={student!r}"
-        )
-    if teacher is None:
-        _check_outputs_logits(student, "student")
-        return
-    if not isinstance(teacher, keras.Model):
-        raise TypeError(
-            "`teacher` must be a keras.Model (or None with a TeacherCache). "
-            f"Received: teacher={teacher!r}"
-        )
-    if not teacher.built:
-        raise ValueError(
-            "The teacher must be built and trained before distillation; an "
-            "unbuilt teacher has random weights. Build it by calling it on a "
-            f"batch or training it. Received: teacher.built={teacher.built}"
-        )
-    _check_outputs_logits(teacher, "teacher")
-    _check_outputs_logits(student, "student")
-    teacher_shape = _output_shape(teacher)
-    student_shape = _output_shape(student)
-    if teacher_shape is not None and student_shape is not None:
-        if (
-            len(teacher_shape) != len(student_shape)
-            or teacher_shape[-1] != student_shape[-1]
-        ):
-            raise ValueError(
-                "The teacher and student must output logits of the same "
-                "shape (same rank and vocabulary size). Received: "
-                f"teacher output shape={teacher_shape}, "
-                f"student output shape={student_shape}"
-            )
-
-
-def _output_shape(model):
-    outputs = getattr(model, "outputs", None)
-    if not outputs:
-        return None
-    return tuple(outputs[0].shape)
-
-
-def _check_outputs_logits(model, role):
-    layer = _output_layer(model)
-    if layer is None:
-        return
-    activation = getattr(layer, "activation", None)
-    is_softmax = isinstance(layer, keras.layers.Softmax) or activation in (
-        keras.activations.softmax,
-        keras.activations.log_softmax,
-        keras.activations.sigmoid,
-    )
-    if is_softmax:
-        raise ValueError(
-            f"The {role} must output logits, not probabilities: remove the "
-            "final softmax/sigmoid activation (e.g. `Dense(n)` instead of "
-            f"`Dense(n, activation='softmax')`). Received: {role} output "
-            f"layer={layer.name!r} with activation={getattr(activation, '__name__', layer.__class__.__name__)}"
-        )
-
-
-def _output_layer(model):
-    outputs = getattr(model, "outputs", None)
-    if outputs:
-        history = getattr(outputs[0], "_keras_history", None)
-        if history is not None:
-            return history.operation
-    layers = getattr(model, "layers", None)
-    if isinstance(model, keras.Sequential) and layers:
-        return layers[-1]
-    return None
-
-
-def _check_logit_shapes(teacher_logits, student_logits):
-    teacher_shape = tuple(teacher_logits.shape)
-    student_shape = tuple(student_logits.shape)
-    if len(teacher_shape) != len(student_shape) or (
-        teacher_shape[-1] is not None
-        and student_shape[-1] is not None
-        and teacher_shape[-1] != student_shape[-1]
-    ):
-        raise ValueError(
-            "Teacher and student logits must have the same shape. Received: "
-            f"teacher logits shape={teacher_shape}, "
-            f"student logits shape={student_shape}"
-        )
-
-
-def _stop_gradient_keep_mask(logits):
-    mask = getattr(logits, "_keras_mask", None)
-    logits = ops.stop_gradient(logits)
-    if mask is not None:
-        logits._keras_mask = mask
-    return logits
-
-
-def _combine_masks(mask, other):
-    if mask is None:
-        return other
-    if other is None:
-        return mask
-    return ops.logical_and(mask, other)
-
-
-def _valid_weights(y, logits, sample_weight, mask, ignore_class):
-    """Float32 weights, one per position (`logits.shape[:-1]`), 0 = ignored."""
-    position_shape = ops.shape(logits)[:-1]
-    rank = len(logits.shape) - 1
-    weights = ops.ones(position_shape, "float32")
-    if sample_weight is not None:
-        sample_weight = ops.cast(sample_weight, "float32")
-        while len(sample_weight.shape) > rank and sample_weight.shape[-1] == 1:
-            sample_weight = ops.squeeze(sample_weight, -1)
-        while len(sample_weight.shape) < rank:
-            sample_weight = ops.expand_dims(sample_weight, -1)
-        weights = weights * sample_weight
-    if mask is not None:
-        weights = weights * ops.cast(mask, "float32")
-    if ignore_class is not None and y is not None:
-        labels = ops.convert_to_tensor(y)
-        if len(labels.shape) > rank:
-            labels = ops.squeeze(labels, -1)
-        weights = weights * ops.cast(ops.not_equal(labels, ignore_class), "float32")
-    return weights
-
-
-def _replace_ignored_labels(y, ignore_class):
-    """Labels with `ignore_class` replaced by 0, so losses stay finite there."""
-    if ignore_class is None or y is None:
-        return y
-    labels = ops.convert_to_tensor(y)
-    return ops.where(ops.equal(labels, ignore_class), ops.zeros_like(labels), labels)
-
-
-def _teacher_is_right(labels, teacher_outputs):
-    """1.0 where the teacher's most likely class is the label, else 0.0."""
-    if cached_batch.TEACHER_TOP_INDICES in teacher_outputs:
-        # A TeacherCache stores the top-k in descending order.
-        top_class = teacher_outputs[cached_batch.TEACHER_TOP_INDICES][..., 0]
-    else:
-        top_class = ops.argmax(teacher_outputs[cached_batch.TEACHER_LOGITS], axis=-1)
-    labels = ops.convert_to_tensor(labels)
-    if len(labels.shape) > len(top_class.shape):
-        if labels.shape[-1] == 1:
-            labels = ops.squeeze(labels, -1)
-        else:  # One-hot labels.
-            labels = ops.argmax(labels, axis=-1)
-    agree = ops.equal(ops.cast(top_class, "int32"), ops.cast(labels, "int32"))
-    return ops.cast(agree, "float32")
-
-
-def _has_class_labels(loss):
-    names = ("sparse_categorical_crossentropy", "categorical_crossentropy")
-    if isinstance(loss, tuple(_LOGIT_LOSSES[name] for name in names)):
-        return True
-    return getattr(loss, "__name__", "") in names
-
-
-def _num_replicas():
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def _sum_over_replicas(value):
-    """Sums a per-replica value over all replicas in sync (identity for 1)."""
-    if _num_replicas() == 1:
-        return value
-    context = tf.distribute.get_replica_context()
-    if context is None:
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
-
-
-def _resolve_hard_loss(loss):
-    if loss is None:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    if isinstance(loss, str) and loss in _LOGIT_LOSSES:
-        return _LOGIT_LOSSES[loss](from_logits=True)
-    resolved = keras.losses.get(loss)
-    if _config_value(resolved, "from_logits") is False:
-        raise ValueError(
-            "The student outputs logits, so the hard loss must be computed "
-            "from logits, e.g. "
-            "`keras.losses.SparseCategoricalCrossentropy(from_logits=True)`. "
-            f"Received: loss={loss!r} with from_logits=False"
-        )
-    return resolved
-
-
-def _config_value(loss, key):
-    if isinstance(loss, keras.losses.Loss):
-        return loss.get_config().get(key)
-    return None

@@ -439,3 +439,253 @@ def test_probability_loss_is_refused(trained_teacher, dense_classifier):
         distiller.compile(
             optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy()
         )
+
+
+# -- distillation losses -------------------------------------------------------
+
+
+def _numpy_divergence(name, teacher, student, temperature):
+    def softmax(z):
+        z = np.asarray(z, "float64") / temperature
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    p, q = softmax(teacher), softmax(student)
+    kl = lambda a, b: (a * np.log(a / b)).sum(-1)  # noqa: E731
+    if name == "reverse_kl":
+        return temperature**2 * kl(q, p)
+    m = (p + q) / 2
+    return temperature**2 * (kl(p, m) + kl(q, m)) / 2
+
+
+@pytest.mark.parametrize("name", ["reverse_kl", "jsd"])
+def test_distillation_loss_by_name_matches_numpy(
+    digits, trained_teacher, dense_classifier, numpy_sparse_ce, name
+):
+    x, y = digits
+    x, y = x[:100], y[:100]
+    weights = np.random.default_rng(2).uniform(0.0, 2.0, 100).astype("float32")
+    student = dense_classifier(8, seed=13)
+    distiller = _compiled(
+        Distiller(trained_teacher, student, alpha=0.3, temperature=2.0, distillation_loss=name)
+    )
+    logs = distiller.evaluate(
+        x, y, sample_weight=weights, batch_size=32, return_dict=True, verbose=0
+    )
+    t, s = trained_teacher.predict(x, verbose=0), student.predict(x, verbose=0)
+    soft = (weights * _numpy_divergence(name, t, s, 2.0)).sum() / weights.sum()
+    hard = (weights * numpy_sparse_ce(y, s)).sum() / weights.sum()
+    np.testing.assert_allclose(logs["distillation_loss"], soft, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(logs["loss"], 0.3 * hard + 0.7 * soft, rtol=1e-4)
+
+
+def test_default_loss_is_the_forward_kl_object(trained_teacher, dense_classifier):
+    from keras_ragkd.distillation import ForwardKL
+
+    distiller = Distiller(trained_teacher, dense_classifier(8))
+    (loss,) = distiller.distillation_losses
+    assert type(loss) is ForwardKL and loss.temperature is None
+    assert distiller.distillation_loss_weights == [1.0]
+
+
+def test_keras_round_trip_keeps_the_distillation_loss(
+    digits, trained_teacher, dense_classifier, tmp_path
+):
+    from keras_ragkd.distillation import GeneralizedJSD
+
+    x, y = digits
+    distiller = _compiled(
+        Distiller(trained_teacher, dense_classifier(8, seed=14),
+                  distillation_loss=GeneralizedJSD(beta=0.3, temperature=1.5))
+    )
+    distiller.fit(x[:64], y[:64], batch_size=32, verbose=0)
+    path = str(tmp_path / "jsd.keras")
+    distiller.save(path)
+    restored = keras.saving.load_model(path)
+    (loss,) = restored.distillation_losses
+    assert isinstance(loss, GeneralizedJSD)
+    assert (loss.beta, loss.temperature) == (0.3, 1.5)
+    a = distiller.evaluate(x[:64], y[:64], return_dict=True, verbose=0)
+    b = restored.evaluate(x[:64], y[:64], return_dict=True, verbose=0)
+    np.testing.assert_allclose(b["distillation_loss"], a["distillation_loss"], rtol=1e-6)
+
+
+def test_every_loss_on_a_full_vocabulary_top_k_cache_equals_the_live_teacher(
+    sequence_model, tmp_path
+):
+    tokens, labels, valid = _token_batch()
+    teacher = sequence_model(16, seed=1, mask_zero=False)
+    student = sequence_model(4, seed=2, mask_zero=False)
+    labels = np.where(valid, labels, -1)
+    dataset = tf.data.Dataset.from_tensor_slices((tokens, labels)).batch(3)
+    # top_k = vocabulary: the tail is empty, so the buckets are the vocabulary.
+    cache = TeacherCache.build(
+        teacher, dataset, str(tmp_path / "cache"), top_k=7, temperature=2.0, verbose=0
+    )
+    for name in ("forward_kl", "reverse_kl", "jsd", "top_k_tail_kl"):
+        cached = _compiled(Distiller(None, student, temperature=2.0, ignore_class=-1,
+                                     distillation_loss=name))
+        from_cache = cached.evaluate(cache.attach(dataset), return_dict=True, verbose=0)
+        live_loss = "forward_kl" if name == "top_k_tail_kl" else name
+        live = _compiled(Distiller(teacher, student, temperature=2.0, ignore_class=-1,
+                                   distillation_loss=live_loss))
+        expected = live.evaluate(dataset, return_dict=True, verbose=0)
+        np.testing.assert_allclose(
+            from_cache["distillation_loss"], expected["distillation_loss"],
+            rtol=1e-4, atol=1e-6, err_msg=name,
+        )
+
+
+# -- output kinds and padding from the models ----------------------------------
+
+
+def _log_softmax_model(model):
+    return keras.Model(model.inputs, keras.layers.Activation("log_softmax")(model.outputs[0]))
+
+
+def test_log_probability_outputs_are_declared_not_guessed(
+    digits, trained_teacher, dense_classifier
+):
+    x, y = digits
+    student = dense_classifier(8, seed=15)
+    log_prob_teacher = _log_softmax_model(trained_teacher)
+    with pytest.raises(ValueError, match="teacher_outputs='log_probabilities'.*Received: teacher"):
+        Distiller(log_prob_teacher, student)
+    declared = _compiled(
+        Distiller(log_prob_teacher, student, teacher_outputs="log_probabilities")
+    )
+    assert declared.teacher_output_kind == "log_probabilities"
+    reference = _compiled(Distiller(trained_teacher, student))
+    a = declared.evaluate(x[:64], y[:64], return_dict=True, verbose=0)
+    b = reference.evaluate(x[:64], y[:64], return_dict=True, verbose=0)
+    np.testing.assert_allclose(a["distillation_loss"], b["distillation_loss"], rtol=1e-5)
+    with pytest.raises(ValueError, match="Received: student_outputs='probabilities'"):
+        Distiller(trained_teacher, student, student_outputs="probabilities")
+    softmax_teacher = keras.Model(
+        trained_teacher.inputs, keras.layers.Softmax()(trained_teacher.outputs[0])
+    )
+    with pytest.raises(ValueError, match="must output logits"):
+        Distiller(softmax_teacher, student, teacher_outputs="log_probabilities")
+
+
+class DeclaringModel(keras.Model):
+    """A subclassed model that declares its output kind and padding id."""
+
+    output_kind = "log_probabilities"
+    padding_id = 0
+
+    def __init__(self, vocab=7, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        keras.utils.set_random_seed(seed)
+        self.embedding = keras.layers.Embedding(vocab, 8)
+        self.dense = keras.layers.Dense(vocab)
+
+    def call(self, tokens):
+        return keras.ops.log_softmax(self.dense(self.embedding(tokens)), axis=-1)
+
+
+def test_output_kind_and_padding_id_come_from_the_models(sequence_model):
+    tokens, labels, valid = _token_batch()
+    labels = np.where(valid, labels, 0)
+    teacher, student = DeclaringModel(seed=1), DeclaringModel(seed=2)
+    teacher(tokens), student(tokens)
+    auto = _compiled(Distiller(teacher, student, temperature=2.0))
+    assert (auto.teacher_output_kind, auto.student_output_kind) == ("log_probabilities",) * 2
+    assert auto.ignore_class == 0
+    explicit = _compiled(Distiller(teacher, student, temperature=2.0, ignore_class=0))
+    a = auto.evaluate(tokens, labels, batch_size=6, return_dict=True, verbose=0)
+    b = explicit.evaluate(tokens, labels, batch_size=6, return_dict=True, verbose=0)
+    assert a == b
+    # Padding really is ignored: other labels there change nothing.
+    c = auto.evaluate(tokens, np.where(valid, labels, 0), batch_size=6, return_dict=True,
+                      verbose=0)
+    assert c == a
+    # The compiled loss's ignore_class comes first.
+    other = _compiled(
+        Distiller(teacher, student),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1),
+    )
+    assert other.ignore_class == -1
+    # Models without a padding id get none.
+    plain = _compiled(Distiller(sequence_model(8, seed=1), sequence_model(4, seed=2)))
+    assert plain.ignore_class is None
+
+
+def test_vocabulary_mismatch_of_subclassed_models_is_refused_at_the_first_step():
+    tokens, labels, _ = _token_batch()
+    teacher, student = DeclaringModel(vocab=7, seed=1), DeclaringModel(vocab=9, seed=2)
+    teacher(tokens), student(tokens)
+    distiller = _compiled(Distiller(teacher, student))
+    with pytest.raises(ValueError, match=r"same vocabulary.*Received: teacher output shape="
+                                         r"\(6, 5, 7\), student output shape=\(6, 5, 9\)"):
+        distiller.evaluate(tokens, labels, batch_size=6, verbose=0)
+
+
+# -- keras.distillation arguments ------------------------------------------------
+
+
+def test_keras_arguments_map_onto_ours(
+    digits, trained_teacher, dense_classifier, numpy_kd, numpy_sparse_ce
+):
+    from keras_ragkd.distillation import FeatureDistillation
+    from keras_ragkd.distillation import LogitsDistillation
+
+    x, y = digits
+    x, y = x[:64], y[:64]
+    student = dense_classifier(64, seed=16)
+    distiller = _compiled(
+        Distiller(
+            teacher=trained_teacher,
+            student=student,
+            distillation_losses=[
+                LogitsDistillation(temperature=2.0),
+                LogitsDistillation(temperature=4.0, loss="reverse_kl"),
+                FeatureDistillation(teacher_layer_name="hidden", student_layer_name="hidden"),
+            ],
+            distillation_loss_weights=[0.7, 0.2, 0.1],
+            student_loss_weight=0.4,
+        )
+    )
+    assert distiller.student_loss_weight == pytest.approx(0.4)
+    logs = distiller.evaluate(x, y, batch_size=64, return_dict=True, verbose=0)
+    t, s = trained_teacher.predict(x, verbose=0), student.predict(x, verbose=0)
+
+    def hidden(model):
+        return keras.Model(model.inputs, model.get_layer("hidden").output).predict(x, verbose=0)
+
+    feature = ((hidden(trained_teacher) - hidden(student)) ** 2).mean()
+    soft = (
+        0.7 * numpy_kd(t, s, 2.0).mean()
+        + 0.2 * _numpy_divergence("reverse_kl", t, s, 4.0).mean()
+        + 0.1 * feature
+    )
+    hard = numpy_sparse_ce(y, s).mean()
+    np.testing.assert_allclose(logs["distillation_loss"], soft, rtol=1e-4)
+    np.testing.assert_allclose(logs["loss"], 0.4 * hard + 0.6 * soft, rtol=1e-4)
+    assert "feature_loss" not in logs  # Keras' features are distillation terms.
+    restored = Distiller.from_config(distiller.get_config())
+    assert [type(term) for term in restored.distillation_losses] == [
+        LogitsDistillation, LogitsDistillation, FeatureDistillation
+    ]
+    assert restored.distillation_loss_weights == [0.7, 0.2, 0.1]
+    assert restored.distillation_losses[1].loss.get_config() == {"temperature": None}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"alpha": 0.3, "student_loss_weight": 0.5}, "pass one of them"),
+        ({"distillation_loss": "jsd", "distillation_losses": ["reverse_kl"]}, "not both"),
+        ({"distillation_losses": ["jsd", "reverse_kl"], "distillation_loss_weights": [1.0]},
+         "Received: 1 weights for 2 losses"),
+        ({"distillation_losses": []}, "Received: distillation_losses=\\[\\]"),
+        ({"distillation_loss_weights": [1.0]}, "Received: distillation_losses=None"),
+        ({"distillation_loss": "cosine"}, "Received: distillation_loss='cosine'"),
+        ({"teacher_outputs": "probs"}, "Received: teacher_outputs='probs'"),
+    ],
+)
+def test_conflicting_loss_arguments_are_refused(
+    trained_teacher, dense_classifier, kwargs, message
+):
+    with pytest.raises(ValueError, match=message):
+        Distiller(trained_teacher, dense_classifier(8), **kwargs)
