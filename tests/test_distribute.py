@@ -8,6 +8,8 @@ strategy. Each process trains, on the same global batches:
 - a `RagQuestionAnswerer` with the `tensor` retriever backend;
 - a `RagQuestionAnswerer` with the `faiss` backend, each worker searching its
   own replica of the index (loaded from a folder the test saved);
+- the same model with no retriever, fed by retrieval in the input pipeline
+  (`with_retrieved_passages`: FAISS in each worker's `tf.data`);
 - a plain `keras.Sequential` with `MultiWorkerFitMixin` in its bases;
 - a plain `keras.Sequential` (Keras' own `fit`), which fails there:
   keras-team/keras#20585, upstream, recorded as an expected failure.
@@ -39,7 +41,7 @@ LOSS_RTOL = 1e-5
 WEIGHT_ATOL = 1e-5
 GLOBAL_BATCH = 8
 EPOCHS = 2
-PROCESS_TIMEOUT = 240
+PROCESS_TIMEOUT = 600  # On 2 cores shared with other jobs a run took up to ~5 min.
 
 
 # --------------------------------------------------------------------------
@@ -111,9 +113,10 @@ def _worker_main(role, out_path, index_dir):
     from keras_ragkd.rag import RagPreprocessor
     from keras_ragkd.rag import RagQuestionAnswerer
     from keras_ragkd.rag import RetrievalAugmentedGenerator
+    from keras_ragkd.rag.input_pipeline_retrieval import with_retrieved_passages
     from keras_ragkd.retrieval import PassageIndex
     from keras_ragkd.retrieval import PassageRetriever
-    from keras_ragkd.text import load_minilm_tokenizer
+    from keras_ragkd.models import load_minilm_tokenizer
 
     countries = ["France", "Germany", "Peru", "Japan"]
     passages = country_passages(countries)
@@ -131,6 +134,7 @@ def _worker_main(role, out_path, index_dir):
     ).batch(GLOBAL_BATCH)
 
     def rag_model(backend):
+        """`backend` "faiss" or "tensor", or None: no retriever (input pipeline)."""
         keras.utils.set_random_seed(0)
         encoder = keras.Sequential([
             keras.Input((None,), dtype="int32"),
@@ -138,11 +142,13 @@ def _worker_main(role, out_path, index_dir):
             keras.layers.GlobalAveragePooling1D(),
             keras.layers.UnitNormalization(),
         ])
-        if backend == "faiss":
-            index = PassageIndex.load(index_dir)  # This worker's own replica.
-        else:
+        if backend == "tensor":
             index = PassageIndex.from_embeddings(passages, np.asarray(encoder(passage_ids)))
-        retriever = PassageRetriever(index, k=2, backend=backend, passage_token_ids=passage_ids)
+        else:
+            index = PassageIndex.load(index_dir)  # This worker's own replica.
+        retriever = None if backend is None else PassageRetriever(
+            index, k=2, backend=backend, passage_token_ids=passage_ids
+        )
         keras.utils.set_random_seed(1)
         generator = CopyTransformerGenerator(
             preprocessor.vocabulary_size, hidden_dim=16, num_encoder_layers=1,
@@ -151,22 +157,28 @@ def _worker_main(role, out_path, index_dir):
         )
         rag = RetrievalAugmentedGenerator(encoder, retriever, generator, n_docs=2,
                                           doc_score_scale=5.0)
-        return RagQuestionAnswerer(preprocessor, rag)
+        return RagQuestionAnswerer(preprocessor, rag), index
 
     def run_rag(backend):
         def run():
             with strategy.scope():
-                model = rag_model(backend)
+                model, index = rag_model(backend)
                 # SGD: Adam divides by the gradient's scale, so it turns float
                 # noise in near-zero gradients into whole-size updates.
                 model.compile(optimizer=keras.optimizers.SGD(0.5))
-            history = model.fit(pairs, epochs=1, verbose=0)  # 2 steps.
+            data = pairs
+            if backend is None:
+                data = with_retrieved_passages(
+                    model.preprocess(pairs), index, model.rag.query_encoder, 2, passage_ids
+                )
+            history = model.fit(data, epochs=1, verbose=0)  # 2 steps.
             return history.history, model.rag.get_weights()
 
         return run
 
     record("rag_tensor", run_rag("tensor"))
     record("rag_faiss", run_rag("faiss"))
+    record("rag_input_pipeline", run_rag(None))
 
     # (c) Plain Keras models, with and without the mixin.
     class FixedSequential(MultiWorkerFitMixin, keras.Sequential):
@@ -201,7 +213,7 @@ def build_index(index_dir):
     from keras_ragkd.data.countries import country_questions
     from keras_ragkd.rag import RagPreprocessor
     from keras_ragkd.retrieval import PassageIndex
-    from keras_ragkd.text import load_minilm_tokenizer
+    from keras_ragkd.models import load_minilm_tokenizer
 
     # The same preprocessor and seeded query encoder as in the workers.
     countries = ["France", "Germany", "Peru", "Japan"]
@@ -341,6 +353,11 @@ def test_rag_tensor_backend_two_workers_match_one(runs):
 
 def test_rag_faiss_backend_two_workers_match_one(runs):
     _check_matches_single_worker(runs, "rag_faiss")
+
+
+def test_rag_input_pipeline_retrieval_two_workers_match_one(runs):
+    # Each worker searches its own index replica in its own `tf.data`.
+    _check_matches_single_worker(runs, "rag_input_pipeline")
 
 
 def test_mixin_fixes_a_plain_sequential(runs):

@@ -8,6 +8,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_ragkd.rag.decoding import beam_search
+from keras_ragkd.rag.input_pipeline_retrieval import CANDIDATE_KEYS
+from keras_ragkd.rag.input_pipeline_retrieval import has_candidates
+from keras_ragkd.rag.input_pipeline_retrieval import retrieved_from_candidates
 from keras_ragkd.rag.marginalization import add_document_log_probs
 from keras_ragkd.rag.marginalization import document_log_probs
 from keras_ragkd.rag.marginalization import rag_token_marginal
@@ -49,6 +52,16 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
     strings or token ids), `"question_token_ids"` `(batch, question_length)`
     and `"decoder_token_ids"` `(batch, time)`.
 
+    Retrieval in the input pipeline: inputs may also carry candidates
+    retrieved outside the model (`"candidate_rows"`, `"candidate_mask"`,
+    `"candidate_embeddings"`, `"candidate_token_ids"`, as
+    `keras_ragkd.rag.input_pipeline_retrieval.with_retrieved_passages` adds
+    them from FAISS in `tf.data`). The layer then uses them instead of its
+    retriever (and may have none, `retriever=None`); the scores `<q, d_z>`
+    are recomputed from the query encoder as the retriever does, so the
+    query encoder trains the same way and the step has no `tf.py_function`
+    (XLA, TPUs).
+
     The generator is any layer mapping `{"encoder_token_ids",
     "decoder_token_ids", "copy_mask"}` to logits or log-probabilities
     `(batch, time, vocab)` (log-softmax is applied, which leaves
@@ -63,7 +76,8 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
     Args:
         query_encoder: Keras layer, query → `(batch, dim)` embeddings.
         retriever: `PassageRetriever` built with `passage_token_ids`, whose
-            `k >= n_docs`.
+            `k >= n_docs`; or `None` when every input carries retrieved
+            candidates (retrieval in the input pipeline).
         generator: Keras layer, see above.
         n_docs: int, passages per input.
         marginalization: `"token"` or `"sequence"`.
@@ -171,6 +185,9 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
     def retrieve(self, inputs, training=None):
         """Embeds the queries and retrieves `n_docs` passages each.
 
+        The passages come from the retriever, or from the candidates in
+        `inputs` when it carries them (retrieval in the input pipeline).
+
         Returns:
             A dict with `"rows"` int32 `(batch, n_docs)`, `"mask"` bool,
             `"doc_scores"` float32 (raw inner products),
@@ -178,7 +195,19 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
             `"passage_token_ids"` int32 `(batch, n_docs, length)`.
         """
         query_embeddings = self.query_encoder(inputs["query"], training=training)
-        retrieved = self.retriever(query_embeddings)
+        if has_candidates(inputs):
+            retrieved = retrieved_from_candidates(query_embeddings, inputs)
+            self._check_candidate_count(retrieved["rows"])
+        elif self.retriever is None:
+            raise ValueError(
+                "This RetrievalAugmentedGenerator has no retriever: its inputs must "
+                f"carry retrieved candidates ({', '.join(CANDIDATE_KEYS)}), e.g. "
+                "from `keras_ragkd.rag.input_pipeline_retrieval.with_retrieved_passages`. "
+                "Received: keys "
+                f"{sorted(inputs) if isinstance(inputs, dict) else inputs!r}"
+            )
+        else:
+            retrieved = self.retriever(query_embeddings)
         if "passage_token_ids" not in retrieved:
             raise ValueError(
                 "The retriever must be built with `passage_token_ids` so the "
@@ -196,6 +225,14 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
             self.doc_score_scale * result["doc_scores"], result["mask"]
         )
         return result
+
+    def _check_candidate_count(self, rows):
+        count = rows.shape[1]
+        if count is not None and count < self.n_docs:
+            raise ValueError(
+                f"Inputs must carry at least `n_docs={self.n_docs}` candidates per "
+                f"query. Received: candidate_rows.shape={tuple(rows.shape)}"
+            )
 
     def _generator_sources(self, question_token_ids, passage_token_ids):
         """`[question; passage]` ids `(batch * n_docs, source)` and the copy mask."""
