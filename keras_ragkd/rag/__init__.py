@@ -3,6 +3,7 @@
 from keras_ragkd.rag.copy_generator import CopyTransformerGenerator
 from keras_ragkd.rag.copy_generator import scatter_copy_probs
 from keras_ragkd.rag.decoding import beam_search
+from keras_ragkd.rag.input_pipeline_retrieval import with_retrieved_passages
 from keras_ragkd.rag.losses import RagSequenceLoss
 from keras_ragkd.rag.losses import RagTokenLoss
 from keras_ragkd.rag.marginalization import document_log_probs
@@ -44,6 +45,7 @@ __all__ = [
     "scatter_copy_probs",
     "sequence_log_likelihood",
     "token_f1",
+    "with_retrieved_passages",
     "CausalLMGenerator",
     "CausalLMRagPreprocessor",
     "CausalLMRagQuestionAnswerer",

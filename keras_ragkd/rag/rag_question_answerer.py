@@ -31,6 +31,21 @@ def make_passage_retriever(index, preprocessor, k, backend="faiss"):
         preprocessor: the `RagPreprocessor` that tokenises the passages.
         k: int, passages per query.
         backend: `"faiss"` or `"tensor"`.
+
+    Example:
+
+    >>> from keras_ragkd.data.countries import country_passages
+    >>> from keras_ragkd.models import load_minilm_tokenizer
+    >>> from keras_ragkd.rag import RagPreprocessor
+    >>> from keras_ragkd.retrieval import PassageIndex, TfidfEncoder
+    >>> passages = country_passages(["France", "Peru"])
+    >>> index = PassageIndex.build(
+    ...     passages, TfidfEncoder(dim=4).fit([p["text"] for p in passages]), verbose=0)
+    >>> preprocessor = RagPreprocessor.from_texts(
+    ...     load_minilm_tokenizer(), [p["text"] for p in passages])
+    >>> retriever = make_passage_retriever(index, preprocessor, k=2)
+    >>> retriever.passage_token_ids.shape == (len(passages), preprocessor.passage_length)
+    True
     """
     token_ids = preprocessor.tokenize_passages([p.text for p in index.passages])
     return PassageRetriever(index, k=k, backend=backend, passage_token_ids=token_ids)
@@ -362,6 +377,12 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
 
     def _compiled(self, name, *args):
         """`name(*args)` (a function factory) cached per retriever backend."""
+        if self.rag.retriever is None:
+            raise ValueError(
+                "This model reads passages its input pipeline retrieved "
+                "(`with_retrieved_passages`); to generate or export, give it a "
+                "retriever first: `model.with_index(index)`. Received: retriever=None"
+            )
         key = (name, args, self.rag.retriever.backend)
         if key not in self._functions.by_key:
             self._functions.by_key[key] = getattr(self, name)(*args)
@@ -503,14 +524,13 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
             n_docs: passages per question; defaults to the current number.
         """
         check_query_encoder(self.rag.query_encoder, index)
-        old = self.rag.retriever
+        old = self.rag.retriever  # None for a model fed candidates by its input pipeline.
         n_docs = self.rag.n_docs if n_docs is None else n_docs
-        depth = old.k
+        depth = n_docs if old is None else old.k
         if isinstance(n_docs, int) and n_docs > depth:
             depth = n_docs  # Other values are checked by the layer.
-        retriever = make_passage_retriever(
-            index, self.preprocessor, depth, backend=backend or old.backend
-        )
+        backend = backend or (old.backend if old is not None else "faiss")
+        retriever = make_passage_retriever(index, self.preprocessor, depth, backend=backend)
         rag = RetrievalAugmentedGenerator(
             self.rag.query_encoder,
             retriever,

@@ -24,12 +24,18 @@ class PassageReindexer(keras.callbacks.Callback):
         batch_size: passages per encoder call while re-encoding.
         verbose: 0 or 1; print a line at each rebuild.
 
-    Example:
+    Example (`RagQuestionAnswerer.fit` adds one by itself when the query
+    encoder trains):
 
-    ```python
-    reindexer = PassageReindexer(retriever, encoder, every_n_epochs=1)
-    model.fit(dataset, epochs=3, callbacks=[reindexer])
-    ```
+    >>> import keras, numpy as np
+    >>> from keras_ragkd.retrieval import PassageIndex, PassageRetriever, TfidfEncoder
+    >>> texts = ["Paris is in France", "Lima is in Peru", "Rome is in Italy"]
+    >>> encoder = TfidfEncoder(dim=2).fit(texts)
+    >>> index = PassageIndex.build([{"id": t, "text": t} for t in texts], encoder, verbose=0)
+    >>> reindexer = PassageReindexer(PassageRetriever(index, k=2), encoder, every_n_epochs=1)
+    >>> reindexer.reindex()  # what it does after each epoch of `model.fit`
+    >>> reindexer.rebuilds
+    1
     """
 
     def __init__(

@@ -34,6 +34,15 @@ class SearchResult:
         embeddings: float32 `(n, k, d)` stored passage embeddings.
         mask: bool `(n, k)`, False where fewer than `k` passages were found.
         passage_ids: list of `n` lists with the ids of the found passages.
+
+    Example:
+
+    >>> import numpy as np
+    >>> passages = [{"id": "a", "text": "first"}, {"id": "b", "text": "second"}]
+    >>> index = PassageIndex.from_embeddings(passages, np.eye(2, dtype="float32"))
+    >>> result = index.search(np.array([[0.0, 1.0]], "float32"), k=3)
+    >>> result.passage_ids, result.mask.tolist()
+    ([['b', 'a']], [[True, True, False]])
     """
 
     rows: np.ndarray

@@ -42,15 +42,21 @@ def export_model(model, path, input_signature=None, verbose=False, exact_retriev
     Returns:
         The absolute export path.
 
-    Example:
+    Example (a retrieval model; a `RagQuestionAnswerer` exports the same way,
+    with its `serve` and `retrieve` string signatures):
 
-    ```python
-    from keras_ragkd.serving import export_model
-    export_model(model, "/tmp/rag_export")
-    import tensorflow_text  # only for models with in-graph tokenizers
-    reloaded = tf.saved_model.load("/tmp/rag_export")
-    outputs = reloaded.serve(tf.constant(["What is the capital of France?"]))
-    ```
+    >>> import keras, numpy as np, tempfile, tensorflow as tf
+    >>> from keras_ragkd.retrieval import PassageIndex, PassageRetriever
+    >>> passages = [{"id": str(i), "text": f"passage {i}"} for i in range(4)]
+    >>> index = PassageIndex.from_embeddings(passages, np.eye(4, dtype="float32"))
+    >>> queries = keras.Input((4,))
+    >>> rows = PassageRetriever(index, k=2)(queries)["rows"]  # FAISS in process
+    >>> model = keras.Model(queries, rows)
+    >>> path = export_model(model, tempfile.mkdtemp() + "/export",
+    ...                     input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+    >>> reloaded = tf.saved_model.load(path)  # in-graph search: no FAISS needed
+    >>> int(reloaded.serve(tf.constant([[0.0, 0.0, 1.0, 0.0]]))[0, 0])
+    2
     """
     if isinstance(model, RagQuestionAnswerer):
         if input_signature is not None:
