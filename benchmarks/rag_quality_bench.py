@@ -85,11 +85,17 @@ QUICK = dict(teacher_seconds=60, student_seconds=30, closed_book_seconds=20,
              eval_questions=100, latency_questions=10)
 TEACHER_DOCS, STUDENT_DOCS = 3, 2
 TEACHER_GENERATOR = dict(GENERATOR_SIZES["minilm"], reader_fine_tune_layers=1)
-HARD_LOSS = dict(from_logits=True, ignore_class=0)
 BATCH_SIZE = 32
 TEACHER_LEARNING_RATE, STUDENT_LEARNING_RATE = 1e-3, 2e-3
 ALPHA, TEMPERATURE, CACHE_TOP_K = 0.8, 1.0, 32
 STUDENT_SEEDS = 2
+
+
+def hard_loss(model):
+    """Token cross-entropy on a RAG model's log-probabilities, padding ignored."""
+    return keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, ignore_class=model.preprocessor.padding_id
+    )
 
 
 def parse_args(argv=None):
@@ -292,9 +298,8 @@ def run(args, workdir):
     # budget, and over its step count for the others.
     def distiller_for(student, mask_teacher_errors, optimizer):
         distiller = Distiller(None, student, alpha=args.alpha, temperature=args.temperature,
-                              ignore_class=0, mask_teacher_errors=mask_teacher_errors)
-        distiller.compile(optimizer=optimizer,
-                          loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
+                              mask_teacher_errors=mask_teacher_errors)
+        distiller.compile(optimizer=optimizer, loss=hard_loss(student))
         return distiller
 
     def cached_dataset(seed):
@@ -333,8 +338,7 @@ def run(args, workdir):
                unmasked_training, timed=False)
 
         plain = student_from(initial_weights)
-        plain.compile(optimizer=student_optimizer(steps),
-                      loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
+        plain.compile(optimizer=student_optimizer(steps), loss=hard_loss(plain))
         plain_training = train(plain, dataset(plain, train_questions, seed), [StepLimit(steps)])
         record("rag_student_plain" + suffix, plain.with_index(index), plain_training,
                timed=offset == 0)

@@ -405,13 +405,14 @@ def distill(args):
         ).batch(args.batch_size)
         cached = cached.apply(tf.data.experimental.assert_cardinality(len(fixed_order)))
         distiller = Distiller(
-            None, student, alpha=args.alpha, temperature=args.temperature, ignore_class=0,
+            None, student, alpha=args.alpha, temperature=args.temperature,
             mask_teacher_errors=args.mask_teacher_errors,
         )
         learning_rate, fit_args = training_budget(args, len(fixed_order))
         distiller.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
+            # The Distiller ignores the student's padding id in both terms.
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
         history = distiller.fit(cached, shuffle=False, **fit_args)
     finally:

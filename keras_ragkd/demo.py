@@ -128,7 +128,6 @@ STUDENT_DOCS = 2
 BATCH_SIZE = 32
 TEACHER_LEARNING_RATE, STUDENT_LEARNING_RATE, CLOSED_BOOK_LEARNING_RATE = 1e-3, 2e-3, 1e-3
 ALPHA, TEMPERATURE, CACHE_TOP_K = 0.8, 1.0, 32
-HARD_LOSS = dict(from_logits=True, ignore_class=0)
 COUNTERFACTUAL_FRACTION = 0.5
 TARGETS = {
     "total_seconds": 600.0,
@@ -140,6 +139,17 @@ TARGETS = {
 MODEL_NAMES = ("teacher", "distilled_student", "plain_student", "closed_book")
 RAG_MODEL_NAMES = MODEL_NAMES[:3]
 HOT_SWAP = ("France", "What is the capital of France?", "Berlin")
+
+
+def hard_loss(model):
+    """Token cross-entropy on a RAG model's log-probabilities, padding ignored.
+
+    The padding id comes from the model's preprocessor; a `Distiller` reads it
+    from the student by itself, a plain `compile` needs it in the loss.
+    """
+    return keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, ignore_class=model.preprocessor.padding_id
+    )
 
 
 def parse_args(argv=None):
@@ -741,9 +751,9 @@ def run_demo(args, started=None):
                   f"T {args.temperature}, teacher's mistakes masked) for "
                   f"{args.student_seconds:.0f} s:", flush=True)
             distiller = Distiller(None, student, alpha=args.alpha, temperature=args.temperature,
-                                  ignore_class=0, mask_teacher_errors=True)
+                                  mask_teacher_errors=True)
             distiller.compile(optimizer=keras.optimizers.Adam(STUDENT_LEARNING_RATE),
-                              loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS))
+                              loss=hard_loss(student))
             cached = cache.attach(fixed_order).unbatch().shuffle(
                 cache.count, seed=args.seed + 1, reshuffle_each_iteration=True,
             ).batch(BATCH_SIZE, drop_remainder=True).apply(
@@ -761,7 +771,7 @@ def run_demo(args, started=None):
             plain.compile(
                 optimizer=keras.optimizers.Adam(
                     keras.optimizers.schedules.CosineDecay(STUDENT_LEARNING_RATE, steps)),
-                loss=keras.losses.SparseCategoricalCrossentropy(**HARD_LOSS),
+                loss=hard_loss(plain),
             )
             plain_training = train(plain, dataset(plain, data["train_questions"], args.seed + 1),
                                    [StepLimit(steps)], steps=steps)

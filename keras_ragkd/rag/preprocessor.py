@@ -169,9 +169,8 @@ class RagPreprocessor(keras.layers.Layer):
     def padding_id(self):
         """The padding token id of inputs and labels: the `ignore_class` of losses.
 
-        RAG-Token outputs are log-probabilities; a `Distiller` between two RAG
-        models takes them as logits (`log_softmax` leaves them unchanged) and
-        must ignore this label: `Distiller(..., ignore_class=preprocessor.padding_id)`.
+        A `Distiller` between two RAG models reads it from the student (with
+        `ignore_class=None`), so padded answer positions count in neither term.
         """
         return PADDING_ID
 

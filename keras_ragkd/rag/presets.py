@@ -35,12 +35,15 @@ WEIGHTS_FILE = "model.weights.h5"
 INDEX_FOLDER = "index"
 ASSETS_FOLDER = "assets"
 PRESET_FORMAT = "keras_ragkd.rag_preset.v1"
+# Retriever layers whose config names the index folder (a `HybridRetriever` is a
+# `PassageRetriever`).
+RETRIEVER_CLASSES = ("PassageRetriever", "HybridRetriever")
 
 
 def _retriever_configs(config):
     """Every serialized `PassageRetriever` config dict inside `config`."""
     if isinstance(config, dict):
-        if config.get("class_name") == "PassageRetriever" and "config" in config:
+        if config.get("class_name") in RETRIEVER_CLASSES and "config" in config:
             yield config["config"]
         for value in config.values():
             yield from _retriever_configs(value)
