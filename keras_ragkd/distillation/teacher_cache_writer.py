@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_ragkd.distillation import cached_batch
+from keras_ragkd.distillation import top_k_tail
 from keras_ragkd.distillation.teacher_cache_format import FIELDS
 from keras_ragkd.distillation.teacher_cache_format import FORMAT_VERSION
 from keras_ragkd.distillation.teacher_cache_format import METADATA_FILE
@@ -42,7 +43,6 @@ PROGRESS_FILE = "progress.json"
 # A checkpoint (flush + progress record) at most this often, and after the
 # last batch: a kill loses at most this much teacher time.
 CHECKPOINT_SECONDS = 2.0
-_MIN_REST_MASS = 1e-30
 _UINT16_VOCABULARY = 1 << 16
 
 
@@ -90,15 +90,11 @@ def reduce_logits(logits, top_k, temperature):
             f"`top_k` cannot exceed the teacher's vocabulary ({vocabulary_size}). "
             f"Received: top_k={top_k}"
         )
-    top_logits, top_indices = tf.math.top_k(logits, k=top_k)
-    log_top_mass = tf.reduce_logsumexp(top_logits / temperature, axis=-1) - (
-        tf.reduce_logsumexp(logits / temperature, axis=-1)
-    )
-    rest_mass = tf.maximum(-tf.math.expm1(log_top_mass), _MIN_REST_MASS)
+    top_logits, top_indices, rest_log_mass = top_k_tail.from_logits(logits, top_k, temperature)
     return {
         cached_batch.TEACHER_TOP_LOGITS: top_logits,
         cached_batch.TEACHER_TOP_INDICES: top_indices,
-        cached_batch.TEACHER_REST_LOG_MASS: tf.math.log(rest_mass),
+        cached_batch.TEACHER_REST_LOG_MASS: rest_log_mass,
     }
 
 
