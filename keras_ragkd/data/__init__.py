@@ -8,6 +8,8 @@ from keras_ragkd.data.countries import country_records
 from keras_ragkd.data.countries import country_split
 from keras_ragkd.data.counterfactual import counterfactual_augment
 from keras_ragkd.data.counterfactual import derange_facts
+from keras_ragkd.data.elements import element_passages
+from keras_ragkd.data.elements import element_questions
 from keras_ragkd.data.files import DataFileError
 from keras_ragkd.data.files import read_corpus
 from keras_ragkd.data.files import read_qa_pairs

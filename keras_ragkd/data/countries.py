@@ -297,6 +297,8 @@ def country_split(test_fraction=0.2, seed=0):
     test_fraction = check_number(
         "test_fraction", test_fraction, 0, 1, low_inclusive=False, high_inclusive=False
     )
+    names = [record["name"] for record in country_records()]
+    order = np.random.RandomState(seed).permutation(len(names))
     n_test = max(1, int(round(test_fraction * len(names))))
     test = sorted(names[i] for i in order[:n_test])
     train = sorted(names[i] for i in order[n_test:])
