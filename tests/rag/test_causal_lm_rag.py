@@ -52,12 +52,12 @@ def tiny_tokenizer():
     )
 
 
-def tiny_backbone(vocabulary_size, seed=0):
+def tiny_backbone(vocabulary_size, seed=0, dtype=None):
     keras.utils.set_random_seed(seed)
     return keras_hub.models.Llama3Backbone(
         vocabulary_size=vocabulary_size, num_layers=2, num_query_heads=2,
         num_key_value_heads=1, hidden_dim=32, intermediate_dim=64,
-        tie_word_embeddings=True,
+        tie_word_embeddings=True, dtype=dtype,
     )
 
 
@@ -91,14 +91,14 @@ def make_preprocessor(tokenizer, question_length=40, passage_length=40, answer_l
 
 
 def make_model(tokenizer, passages, preprocessor=None, n_docs=2, marginalization="token",
-               lora_rank=None, seed=0):
+               lora_rank=None, seed=0, dtype=None):
     """A task model: token-id query encoder, FAISS Flat index, tiny llama."""
     preprocessor = preprocessor or make_preprocessor(tokenizer)
     encoder = token_query_encoder(preprocessor.vocabulary_size, seed=seed)
     passage_ids = preprocessor.tokenize_passages([p["text"] for p in passages])
     index = PassageIndex.from_embeddings(passages, np.asarray(encoder(passage_ids)))
     return build_causal_lm_rag_question_answerer(
-        index, encoder, preprocessor, tiny_backbone(preprocessor.vocabulary_size, seed),
+        index, encoder, preprocessor, tiny_backbone(preprocessor.vocabulary_size, seed, dtype),
         n_docs=n_docs, marginalization=marginalization, doc_score_scale=5.0,
         lora_rank=lora_rank, train_query_encoder=True,
     )
@@ -232,6 +232,32 @@ def test_lora_trains_only_lora_weights_and_scale(tokenizer, passages):
     changed -= {p for p in changed if "adam" in p or "iteration" in p}
     assert changed and changed <= trainable
     assert any("lora" in p for p in changed)
+
+
+def test_lora_in_mixed_bfloat16_keeps_frozen_weights_bit_identical(tokenizer, passages):
+    # bfloat16 compute, float32 variables: only LoRA factors and the scale move.
+    model = make_model(tokenizer, passages, lora_rank=2, dtype="mixed_bfloat16")
+    model.rag.query_encoder.trainable = False
+    backbone = model.rag.generator.backbone
+    assert backbone.compute_dtype == "bfloat16"
+    assert {v.dtype for v in backbone.weights} == {"float32"}
+    lora = {v.path for v in backbone.weights if "lora" in v.path}
+    assert {v.path for v in model.trainable_variables} == lora | {model.rag.log_doc_score_scale.path}
+    # Two factors for each query and value projection of every layer.
+    assert len(lora) == 2 * 2 * backbone.num_layers
+    frozen = {v.path: v.numpy().copy() for v in backbone.weights if v.path not in lora}
+    frozen.update({v.path: v.numpy().copy() for v in model.rag.query_encoder.weights})
+    outputs = model(batch(model)[0])
+    assert outputs.dtype == "float32" and np.all(np.isfinite(outputs.numpy()))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    dataset = model.preprocess(QUESTIONS, ANSWERS, batch_size=2).cache().repeat(2)
+    history = model.fit(dataset, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    current = {v.path: v for v in backbone.weights + model.rag.query_encoder.weights}
+    for path, value in frozen.items():
+        np.testing.assert_array_equal(current[path].numpy(), value, err_msg=path)
+    assert any(not np.all(v.numpy() == 0) for v in backbone.weights
+               if v.path.endswith("lora_kernel_b"))
 
 
 @pytest.fixture(scope="module")
