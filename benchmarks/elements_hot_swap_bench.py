@@ -45,8 +45,8 @@ from keras_ragkd.data import element_passages
 from keras_ragkd.data import element_questions
 from keras_ragkd.models import load_smollm2
 from keras_ragkd.rag import RagPreprocessor
-from keras_ragkd.rag import TimeCosineDecay
-from keras_ragkd.rag import TimeLimit
+from keras_ragkd.training_budget import TimeCosineDecay
+from keras_ragkd.training_budget import TimeLimit
 from keras_ragkd.rag import build_rag_question_answerer
 from keras_ragkd.rag.evaluation import retrieval_recall
 from keras_ragkd.rag.evaluation import sample_questions

@@ -55,11 +55,11 @@ from keras_ragkd.io_utils import atomic_write
 from keras_ragkd.models import load_smollm2
 from keras_ragkd.rag import CausalLMRagPreprocessor
 from keras_ragkd.rag import RagPreprocessor
-from keras_ragkd.rag import TimeCosineDecay
-from keras_ragkd.rag import TimeLimit
+from keras_ragkd.training_budget import TimeCosineDecay
+from keras_ragkd.training_budget import TimeLimit
 from keras_ragkd.rag import build_causal_lm_rag_question_answerer
 from keras_ragkd.rag import build_rag_question_answerer
-from keras_ragkd.rag import counterfactual_augment
+from keras_ragkd.data import counterfactual_augment
 from keras_ragkd.data import derange_facts
 from keras_ragkd.rag.evaluation import answer_questions
 from keras_ragkd.rag.evaluation import follow_rate

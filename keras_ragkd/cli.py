@@ -286,8 +286,8 @@ def training_budget(args, steps_per_epoch):
     progress bar."""
     import keras
 
-    from keras_ragkd.rag import TimeCosineDecay
-    from keras_ragkd.rag import TimeLimit
+    from keras_ragkd.training_budget import TimeCosineDecay
+    from keras_ragkd.training_budget import TimeLimit
 
     if args.seconds is not None:
         callbacks = [TimeLimit(args.seconds), TimeCosineDecay(args.learning_rate, args.seconds)]
