@@ -4,6 +4,7 @@ import contextlib
 import os
 import shutil
 
+import keras
 import tensorflow as tf
 
 from keras_ragkd.io_utils import remove_dead_staging
@@ -58,14 +59,29 @@ def in_graph_search(model):
         forget_traced_functions(model)
 
 
+_RESOURCE = tf.saved_model.experimental.TrackableResource
+
+
+def _is_resource(value):
+    return isinstance(value, _RESOURCE)
+
+
 def _resources_of(model):
-    """TensorFlow resources (e.g. `StringLookup` tables) held by `model`'s layers."""
-    return [
-        value
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        for value in vars(layer).values()
-        if isinstance(value, tf.saved_model.experimental.TrackableResource)
-    ]
+    """TensorFlow resources held by `model`'s layers, directly or in `tf.Module`s.
+
+    Lookup tables are resources, not variables: a `StringLookup`'s tables
+    are attributes of its layer, and a keras-hub `BytePairTokenizer` keeps
+    its word cache (a `MutableHashTable`) inside a plain `tf.Module`. Every
+    one the exported functions capture must be tracked by the artifact.
+    """
+    resources = []
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for value in vars(layer).values():
+            if isinstance(value, _RESOURCE):
+                resources.append(value)
+            elif isinstance(value, tf.Module) and not isinstance(value, keras.layers.Layer):
+                resources.extend(value._flatten(predicate=_is_resource))
+    return list({id(resource): resource for resource in resources}.values())
 
 
 def write_atomically(path, write):

@@ -1,0 +1,418 @@
+"""Benchmark: the SmolLM2-135M RAG teacher distilled into a small llama RAG student.
+
+Side by side, in one process, on the countryinfo knowledge base (split by
+country; counterfactual training passages, so models learn to read):
+
+1. the teacher: the LoRA-tuned SmolLM2 RAG model if one was saved (the
+   `--teacher` folder, `/tmp/ragkd_llm_teacher` by default), else zero-shot
+   SmolLM2-135M-Instruct reading `--teacher-docs` MiniLM-retrieved passages;
+2. its `TeacherCache`: the teacher's top-k RAG-Token marginals (plus the tail
+   mass) over the training answers, reading the student's passages; size on
+   disk and build time;
+3. students: `build_llama_student` (SmolLM2's 49,152-token vocabulary, its
+   embedding projected on its principal axes), a RAG generator over
+   `--student-docs` passages; per seed, distilled from the cache (forward KL,
+   the teacher's mistakes masked, α-weighted hard loss) and the same student
+   from the same initial weights trained on the answers alone for the same
+   steps; on the first seed also: random embedding init, reverse KL,
+   JSD(0.5), top-k without the tail (renormalised top-k) and on-policy λ
+   (the student's own answers scored by the live teacher, GKD);
+4. exact match on held-out countries, on reworded questions and the rate at
+   which answers follow an index whose held-out capitals are swapped;
+   parameters; `generate` latency at batch 1 and 32 (teacher vs student);
+   the student's exported SavedModel per question at batch 1.
+
+Writes `benchmarks/results/llm_distill_bench[_quick].json` and `.png`.
+Timings on a shared machine vary with its load: the ratios (models timed in
+turns) are the figures to read.
+
+Usage:
+
+    python benchmarks/llm_distill_bench.py --quick   # <= 15 min on 2 cores
+    python benchmarks/llm_distill_bench.py           # <= 90 min on 2 cores
+    python benchmarks/llm_distill_bench.py --teacher /path/to/teacher_folder
+"""
+
+import argparse
+import os
+import pathlib
+import platform
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_ragkd.data.countries import country_passages  # noqa: E402
+from keras_ragkd.data.countries import country_questions  # noqa: E402
+from keras_ragkd.demo import derange_capitals  # noqa: E402
+from keras_ragkd.demo import index_with_changes  # noqa: E402
+from keras_ragkd.demo import select_countries  # noqa: E402
+from keras_ragkd.demo import swapped_capitals  # noqa: E402
+from keras_ragkd.distillation import Distiller  # noqa: E402
+from keras_ragkd.distillation import TeacherCache  # noqa: E402
+from keras_ragkd.distillation import losses as distillation_losses  # noqa: E402
+from keras_ragkd.distillation.on_policy import OnPolicyBatches  # noqa: E402
+from keras_ragkd.models import load_smollm2  # noqa: E402
+from keras_ragkd.models.llama_student import backbone_parameters  # noqa: E402
+from keras_ragkd.models.llama_student import build_llama_student  # noqa: E402
+from keras_ragkd.rag import CausalLMRagPreprocessor  # noqa: E402
+from keras_ragkd.rag import CausalLMRagQuestionAnswerer  # noqa: E402
+from keras_ragkd.training_budget import StepLimit  # noqa: E402
+from keras_ragkd.rag import build_causal_lm_rag_question_answerer  # noqa: E402
+from keras_ragkd.data import counterfactual_augment  # noqa: E402
+from keras_ragkd.rag.evaluation import compare_latency  # noqa: E402
+from keras_ragkd.rag.evaluation import evaluate_answers  # noqa: E402
+from keras_ragkd.rag.evaluation import sample_questions  # noqa: E402
+from keras_ragkd.retrieval import PassageIndex  # noqa: E402
+from keras_ragkd.retrieval import load_minilm_encoder  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from results_io import save_figure  # noqa: E402
+from results_io import write_json  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+DEFAULT_TEACHER = "/tmp/ragkd_llm_teacher"
+MODES = {
+    "quick": dict(countries=40, train_questions=96, eval_questions=24, steps=30, seeds=1,
+                  batch_size=8, latency_questions=4, variant_steps=30),
+    "full": dict(countries=0, train_questions=640, eval_questions=160, steps=300, seeds=3,
+                 batch_size=16, latency_questions=12, variant_steps=300),
+}
+LEARNING_RATE = 3e-3
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the <= 15 min configuration")
+    parser.add_argument("--teacher", default=DEFAULT_TEACHER,
+                        help="a saved CausalLMRagQuestionAnswerer (model folder or .keras "
+                             "file); if absent, zero-shot SmolLM2 RAG")
+    parser.add_argument("--teacher-docs", type=int, default=3)
+    parser.add_argument("--student-docs", type=int, default=2)
+    parser.add_argument("--hidden-dim", type=int, default=128)
+    parser.add_argument("--num-layers", type=int, default=6)
+    parser.add_argument("--top-k", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--on-policy-fraction", type=float, default=0.25)
+    parser.add_argument("--seed", type=int, default=0)
+    for key in MODES["quick"]:
+        parser.add_argument("--" + key.replace("_", "-"), type=int, default=None)
+    args = parser.parse_args(argv)
+    for key, value in MODES["quick" if args.quick else "full"].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def log(message):
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def build_data(args):
+    """Passages, indexes (true and counterfactual) and question sets."""
+    train_countries, test_countries = select_countries(args.countries, args.seed)
+    countries = set(train_countries) | set(test_countries)
+    passages = country_passages(sorted(countries))
+
+    def questions(split, wording="training"):
+        return [q for q in country_questions(split, seed=args.seed, wording=wording)
+                if q["country"] in countries]
+
+    true_train = questions("train")
+    train_passages, train_questions = counterfactual_augment(
+        passages, true_train, train_countries, fraction=0.5, seed=args.seed)
+    encoder = load_minilm_encoder(sequence_length=32)
+    encoder.trainable = False
+    index = PassageIndex.build(passages, encoder, verbose=0)
+    test = questions("test")
+    data = {
+        "train_countries": train_countries, "test_countries": test_countries,
+        "passages": passages, "encoder": encoder, "index": index,
+        "train_index": index_with_changes(index, train_passages, encoder),
+        "train_questions": sample_questions(train_questions, args.train_questions, args.seed),
+        "test": test,
+        "test_sample": sample_questions(test, args.eval_questions, args.seed + 1),
+        "reworded": sample_questions(questions("test", "reworded"), args.eval_questions,
+                                     args.seed + 2),
+    }
+    data["swapped"] = derange_capitals(data, args.seed)
+    return data
+
+
+def load_teacher(args, data):
+    """The saved LoRA teacher if there is one, else zero-shot SmolLM2 RAG."""
+    path = args.teacher
+    if path and os.path.exists(path):
+        if path.endswith(".keras"):
+            model = keras.saving.load_model(path)
+        else:
+            model = CausalLMRagQuestionAnswerer.from_preset(path)
+        return model.with_index(data["index"], n_docs=args.teacher_docs), f"saved ({path})"
+    causal_lm = load_smollm2(sequence_length=256)
+    preprocessor = CausalLMRagPreprocessor(causal_lm.preprocessor.tokenizer,
+                                           question_length=32, passage_length=64,
+                                           answer_length=12)
+    model = build_causal_lm_rag_question_answerer(
+        data["index"], data["encoder"], preprocessor, causal_lm, n_docs=args.teacher_docs)
+    return model, "zero-shot SmolLM2-135M-Instruct RAG (no saved LoRA teacher found)"
+
+
+def training_batches(model, questions, batch_size):
+    """Preprocessed full batches in a fixed order (the cache's order)."""
+    questions = list(questions)[: len(questions) // batch_size * batch_size]
+    pairs = tf.data.Dataset.from_tensor_slices(
+        ([q["question"] for q in questions], [q["answer"] for q in questions]))
+    return pairs.batch(batch_size).map(model.preprocessor).cache()
+
+
+class RenormalisedTopK(distillation_losses.ForwardKL):
+    """Forward KL over the teacher's top-k tokens only, the tail dropped and both renormalised."""
+
+    def _compared_log_probs(self, teacher_outputs, student_log_probs, temperature):
+        teacher, student = super()._compared_log_probs(
+            teacher_outputs, student_log_probs, temperature)
+        return (tf.nn.log_softmax(teacher[..., :-1], axis=-1),
+                tf.nn.log_softmax(student[..., :-1], axis=-1))
+
+
+def student_model(args, teacher, data, seed, embedding_init="projection"):
+    backbone = build_llama_student(
+        teacher.rag.generator.backbone, hidden_dim=args.hidden_dim, num_layers=args.num_layers,
+        num_query_heads=4, num_key_value_heads=2, embedding_init=embedding_init, seed=seed)
+    return build_causal_lm_rag_question_answerer(
+        data["train_index"], data["encoder"], teacher.preprocessor, backbone,
+        n_docs=args.student_docs)
+
+
+def fit_steps(model, dataset, steps, **kwargs):
+    started = time.perf_counter()
+    history = model.fit(dataset.repeat(), epochs=1, steps_per_epoch=steps, verbose=0,
+                        callbacks=[StepLimit(steps)], **kwargs)
+    key = "student_loss" if "student_loss" in history.history else "loss"
+    return {"seconds": round(time.perf_counter() - started, 1), "steps": steps,
+            "final_loss": float(history.history[key][-1])}
+
+
+def distilled(args, student, steps, loss, alpha=None):
+    pad = student.preprocessor.padding_id
+    distiller = Distiller(None, student, alpha=args.alpha if alpha is None else alpha,
+                          temperature=args.temperature, ignore_class=pad,
+                          mask_teacher_errors=True, distillation_loss=loss)
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+            LEARNING_RATE, steps)),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=pad))
+    return distiller
+
+
+def evaluate(model, data, full=True):
+    index_model = model.with_index(data["index"], n_docs=model.rag.n_docs)
+    entry = evaluate_answers(index_model, data["test_sample"], batch_size=32)
+    result = {"exact_match": entry["exact_match"], "token_f1": entry.get("token_f1"),
+              "count": entry["count"], "examples": entry.get("examples", [])[:4]}
+    if full:
+        reworded = evaluate_answers(index_model, data["reworded"], batch_size=32)
+        result["reworded_exact_match"] = reworded["exact_match"]
+        swapped = swapped_capitals(index_model, data["swapped"])
+        result["swapped_followed"] = swapped["followed"]
+        result["swapped_followed_all_wordings"] = swapped["followed_all_wordings"]
+    return result
+
+
+def batch_latency(model, questions, batch_size):
+    texts = [q["question"] for q in questions][:batch_size]
+    texts = (texts * batch_size)[:batch_size]
+    model.generate(texts, batch_size=batch_size)  # traced once, not timed
+    started = time.perf_counter()
+    model.generate(texts, batch_size=batch_size)
+    return time.perf_counter() - started
+
+
+def exported_latency(model, questions, directory):
+    path = os.path.join(directory, "student_savedmodel")
+    started = time.perf_counter()
+    model.export(path)
+    export_seconds = time.perf_counter() - started
+    reloaded = tf.saved_model.load(path)  # kept referenced: it owns the variables
+    serve = reloaded.signatures["serve"]
+    texts = [q["question"] for q in questions]
+    answers = [serve(questions=tf.constant([t]))["answers"].numpy()[0].decode() for t in texts]
+    times = []
+    for text in texts:
+        started = time.perf_counter()
+        serve(questions=tf.constant([text]))
+        times.append(time.perf_counter() - started)
+    return {"seconds_per_question": float(np.median(times)),
+            "export_seconds": round(export_seconds, 1),
+            "answers_equal_generate": answers == model.generate(texts, batch_size=1)}
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = ["teacher"] + [n for n in results["students"] if n != "teacher"]
+    values = [results["teacher"]["exact_match"]] + [
+        results["students"][n]["exact_match_mean"] for n in names[1:]]
+    spreads = [0.0] + [results["students"][n]["exact_match_std"] for n in names[1:]]
+    left.bar(range(len(names)), values, yerr=spreads, color="tab:blue")
+    left.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=7)
+    left.set_ylabel("EM, held-out countries")
+    left.set_title("Teacher vs students (same init, same steps)")
+    latency = results["latency"]
+    labels = ["batch 1", "batch 32"]
+    teacher_times = [latency["teacher_batch_1"], latency["teacher_batch_32"]]
+    student_times = [latency["student_batch_1"], latency["student_batch_32"]]
+    x = np.arange(2)
+    right.bar(x - 0.2, teacher_times, 0.4, label="teacher")
+    right.bar(x + 0.2, student_times, 0.4, label="student")
+    right.set_xticks(x, labels)
+    right.set_ylabel("seconds per generate call")
+    right.set_title("generate latency (shared 2-core CPU)")
+    right.legend()
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def summarise(runs):
+    values = [run["exact_match"] for run in runs]
+    return {"exact_match_mean": float(np.mean(values)), "exact_match_std": float(np.std(values)),
+            "runs": runs}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    started = time.perf_counter()
+    workdir = tempfile.mkdtemp(prefix="llm_distill_bench_")
+    log(f"mode {mode}; work folder {workdir}")
+    data = build_data(args)
+    log(f"data: {len(data['train_questions'])} training questions, "
+        f"{len(data['test_sample'])} held-out, {len(data['reworded'])} reworded, "
+        f"{len(data['swapped']['questions'])} swapped-capital questions")
+    teacher, teacher_kind = load_teacher(args, data)
+    log(f"teacher: {teacher_kind}")
+    teacher_parameters = backbone_parameters(teacher.rag.generator.backbone)
+    results = {"mode": mode, "config": vars(args), "teacher_kind": teacher_kind,
+               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                           "note": "shared machine, other jobs running: timings are noisy"}}
+    results["teacher"] = evaluate(teacher, data)
+    log(f"teacher: {results['teacher']}")
+
+    batches = training_batches(teacher, data["train_questions"], args.batch_size)
+    cache_teacher = teacher.with_index(data["train_index"], n_docs=args.student_docs)
+    cache_started = time.perf_counter()
+    cache = TeacherCache.build(cache_teacher, batches, os.path.join(workdir, "cache"),
+                               top_k=args.top_k, temperature=args.temperature, verbose=1)
+    results["cache"] = {"seconds": round(time.perf_counter() - cache_started, 1),
+                        "bytes": int(cache.nbytes), "bytes_per_token": cache.bytes_per_token,
+                        "tokens": int(cache.num_tokens), "top_k": args.top_k}
+    log(f"cache: {results['cache']}")
+    cached = cache.attach(batches).shuffle(16, seed=args.seed, reshuffle_each_iteration=True)
+
+    students, variants = {}, {}
+    last_student = None
+    for seed in range(args.seeds):
+        for name in ("distilled", "plain"):
+            student = student_model(args, teacher, data, seed)
+            if name == "distilled":
+                model = distilled(args, student, args.steps, distillation_losses.ForwardKL())
+                training = fit_steps(model, cached, args.steps)
+            else:
+                student.compile(optimizer=keras.optimizers.Adam(
+                    keras.optimizers.schedules.CosineDecay(LEARNING_RATE, args.steps)))
+                training = fit_steps(student, batches, args.steps)
+            entry = evaluate(student, data)
+            entry["training"] = training
+            students.setdefault(name, []).append(entry)
+            log(f"seed {seed} {name}: {entry}")
+            if name == "distilled" and seed == 0:
+                last_student = student
+
+    steps = args.variant_steps
+    variant_losses = {
+        "distilled_random_embedding": distillation_losses.ForwardKL(),
+        "reverse_kl": distillation_losses.ReverseKL(),
+        "jsd_0.5": distillation_losses.GeneralizedJSD(beta=0.5),
+        "top_k_without_tail": RenormalisedTopK(),
+    }
+    for name, loss in variant_losses.items():
+        init = "random" if name == "distilled_random_embedding" else "projection"
+        student = student_model(args, teacher, data, 0, embedding_init=init)
+        training = fit_steps(distilled(args, student, steps, loss), cached, steps)
+        entry = evaluate(student, data, full=False)
+        entry["training"] = training
+        variants[name] = [entry]
+        log(f"{name}: {entry}")
+
+    student = student_model(args, teacher, data, 0)
+    on_policy = OnPolicyBatches(
+        student, cache_teacher, [q["question"] for q in data["train_questions"]],
+        [q["answer"] for q in data["train_questions"]], fraction=args.on_policy_fraction,
+        batch_size=args.batch_size, shuffle_seed=args.seed, off_policy=cached,
+        top_k=args.top_k, temperature=args.temperature)
+    model = distilled(args, student, steps, distillation_losses.ForwardKL())
+    training = fit_steps_py(model, on_policy, steps)
+    entry = evaluate(student, data, full=False)
+    entry["training"] = training
+    entry["on_policy_share"] = on_policy.on_policy_share
+    variants[f"on_policy_lambda_{args.on_policy_fraction}"] = [entry]
+    log(f"on-policy: {entry}")
+
+    results["students"] = {name: summarise(runs) for name, runs in {**students, **variants}.items()}
+    student_parameters = backbone_parameters(last_student.rag.generator.backbone)
+    results["parameters"] = {"teacher": teacher_parameters, "student": student_parameters,
+                             "student_over_teacher": student_parameters / teacher_parameters}
+    latency_questions = sample_questions(data["test"], args.latency_questions, args.seed + 3)
+    student_index = last_student.with_index(data["index"], n_docs=args.student_docs)
+    batch_1 = compare_latency({"teacher": teacher, "student": student_index}, latency_questions)
+    latency = {"teacher_batch_1": batch_1["teacher"], "student_batch_1": batch_1["student"],
+               "teacher_batch_32": batch_latency(teacher, data["test"], 32),
+               "student_batch_32": batch_latency(student_index, data["test"], 32)}
+    latency["speedup_batch_1"] = latency["teacher_batch_1"] / latency["student_batch_1"]
+    latency["speedup_batch_32"] = latency["teacher_batch_32"] / latency["student_batch_32"]
+    latency["student_savedmodel_batch_1"] = exported_latency(student_index, latency_questions,
+                                                             workdir)
+    results["latency"] = latency
+    log(f"latency: {latency}")
+    teacher_em = results["teacher"]["exact_match"]
+    distilled_em = results["students"]["distilled"]["exact_match_mean"]
+    results["ratios"] = {
+        "distilled_over_teacher_exact_match": distilled_em / teacher_em if teacher_em else None,
+        "distilled_minus_plain_exact_match":
+            distilled_em - results["students"]["plain"]["exact_match_mean"],
+        "student_over_teacher_parameters": results["parameters"]["student_over_teacher"],
+        "speedup_batch_1": latency["speedup_batch_1"],
+        "speedup_batch_32": latency["speedup_batch_32"],
+    }
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    suffix = "_quick" if args.quick else ""
+    RESULTS.mkdir(exist_ok=True)
+    write_json(results, RESULTS / f"llm_distill_bench{suffix}.json")
+    plot(results, RESULTS / f"llm_distill_bench{suffix}.png")
+    for key, value in results["ratios"].items():
+        print(f"{key}: {value}")
+    log(f"done in {results['seconds']:.0f} s")
+    return results
+
+
+def fit_steps_py(model, batches, steps):
+    """`fit_steps` for a `keras.utils.PyDataset` (epochs of its length)."""
+    started = time.perf_counter()
+    epochs = max(1, int(np.ceil(steps / len(batches))))
+    history = model.fit(batches, epochs=epochs, verbose=0, callbacks=[StepLimit(steps)])
+    return {"seconds": round(time.perf_counter() - started, 1), "steps": steps,
+            "final_loss": float(history.history["student_loss"][-1])}
+
+
+if __name__ == "__main__":
+    main()
