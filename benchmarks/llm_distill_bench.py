@@ -58,7 +58,6 @@ from keras_ragkd.distillation import TeacherCache  # noqa: E402
 from keras_ragkd.distillation import losses as distillation_losses  # noqa: E402
 from keras_ragkd.distillation.on_policy import OnPolicyBatches  # noqa: E402
 from keras_ragkd.models import load_smollm2  # noqa: E402
-from keras_ragkd.models.llama_student import backbone_parameters  # noqa: E402
 from keras_ragkd.models.llama_student import build_llama_student  # noqa: E402
 from keras_ragkd.rag import CausalLMRagPreprocessor  # noqa: E402
 from keras_ragkd.rag import CausalLMRagQuestionAnswerer  # noqa: E402
@@ -301,7 +300,7 @@ def main(argv=None):
         f"{len(data['swapped']['questions'])} swapped-capital questions")
     teacher, teacher_kind = load_teacher(args, data)
     log(f"teacher: {teacher_kind}")
-    teacher_parameters = backbone_parameters(teacher.rag.generator.backbone)
+    teacher_parameters = teacher.rag.generator.backbone.count_params()
     results = {"mode": mode, "config": vars(args), "teacher_kind": teacher_kind,
                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                            "note": "shared machine, other jobs running: timings are noisy"}}
@@ -369,7 +368,7 @@ def main(argv=None):
     log(f"on-policy: {entry}")
 
     results["students"] = {name: summarise(runs) for name, runs in {**students, **variants}.items()}
-    student_parameters = backbone_parameters(last_student.rag.generator.backbone)
+    student_parameters = last_student.rag.generator.backbone.count_params()
     results["parameters"] = {"teacher": teacher_parameters, "student": student_parameters,
                              "student_over_teacher": student_parameters / teacher_parameters}
     latency_questions = sample_questions(data["test"], args.latency_questions, args.seed + 3)

@@ -11,7 +11,6 @@ from keras_ragkd.models.gguf_file import LlamaGGUFFile
 from keras_ragkd.models.gguf_weights import llama3_backbone_from_gguf
 from keras_ragkd.models.gguf_weights import unpermute_rope_rows
 from keras_ragkd.models.llama3_preprocessor import Llama3CausalLMPreprocessor
-from keras_ragkd.models.llama_student import backbone_parameters
 from keras_ragkd.models.llama_student import build_llama_student
 from keras_ragkd.models.llama_student import project_embedding
 from keras_ragkd.models.minilm import EMBEDDING_DIM
@@ -30,7 +29,6 @@ __all__ = [
     "Llama3CausalLMPreprocessor",
     "LlamaGGUFFile",
     "MiniLMEmbedder",
-    "backbone_parameters",
     "build_llama_student",
     "gguf_chat_template",
     "llama3_backbone_from_gguf",

@@ -129,5 +129,11 @@ def gguf_chat_template(checkpoint):
 
     Returns:
         A `ChatTemplate` with the template's default system prompt, if any.
+
+    Example:
+
+    >>> from keras_ragkd.models import smollm2_gguf_path
+    >>> gguf_chat_template(smollm2_gguf_path()).system_prompt
+    'You are a helpful AI assistant named SmolLM, trained by Hugging Face'
     """
     return ChatTemplate.from_jinja(_checkpoint(checkpoint).chat_template)

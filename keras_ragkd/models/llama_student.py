@@ -44,11 +44,6 @@ def project_embedding(embedding, hidden_dim):
     return (embedding @ leading).astype("float32")
 
 
-def backbone_parameters(backbone):
-    """The number of weights of a backbone, embeddings included."""
-    return int(sum(np.prod(v.shape) for v in backbone.weights))
-
-
 def build_llama_student(teacher_backbone, hidden_dim=128, num_layers=6, num_query_heads=4,
                         num_key_value_heads=2, intermediate_dim=None,
                         embedding_init="projection", seed=0, dtype=None):
@@ -93,7 +88,7 @@ def build_llama_student(teacher_backbone, hidden_dim=128, num_layers=6, num_quer
     ...                               num_query_heads=2, num_key_value_heads=1)
     >>> student.vocabulary_size, student.hidden_dim, student.num_layers
     (64, 8, 1)
-    >>> backbone_parameters(student) < backbone_parameters(teacher)
+    >>> student.count_params() < teacher.count_params()
     True
     """
     if embedding_init not in EMBEDDING_INITS:

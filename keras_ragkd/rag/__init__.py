@@ -51,8 +51,3 @@ __all__ = [
     "CausalLMRagQuestionAnswerer",
     "build_causal_lm_rag_question_answerer",
 ]
-
-# Moved: training budgets to `keras_ragkd.training_budget`, counterfactual data to
-# `keras_ragkd.data.counterfactual`.
-from keras_ragkd.training_budget import StepLimit, TimeCosineDecay, TimeLimit  # noqa: E402,F401
-from keras_ragkd.data.counterfactual import counterfactual_augment  # noqa: E402,F401

@@ -78,11 +78,11 @@ class CausalLMRagPreprocessor(keras.layers.Layer):
 
     >>> from keras_ragkd.models import llama3_tokenizer_from_gguf, smollm2_gguf_path
     >>> preprocessor = CausalLMRagPreprocessor(
-    ...     llama3_tokenizer_from_gguf(smollm2_gguf_path()))  # doctest: +SKIP
+    ...     llama3_tokenizer_from_gguf(smollm2_gguf_path()))
     >>> x, y = preprocessor(tf.constant(["What is the capital of France?"]),
-    ...                     tf.constant(["Paris"]))  # doctest: +SKIP
-    >>> preprocessor.detokenize(y).tolist()  # doctest: +SKIP
-    ['Paris']
+    ...                     tf.constant(["Paris"]))
+    >>> preprocessor.detokenize(y).tolist(), sorted(x)
+    (['Paris'], ['decoder_token_ids', 'query', 'question_token_ids'])
     """
 
     def __init__(
