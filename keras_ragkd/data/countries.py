@@ -14,6 +14,8 @@ import re
 
 import numpy as np
 
+from keras_ragkd.data.selection import check_question_types
+from keras_ragkd.data.selection import select_records
 from keras_ragkd.validation import check_number
 
 FACT_GROUPS = ("capital", "location", "people", "currency")
@@ -357,33 +359,9 @@ def country_questions(split="all", test_fraction=0.2, seed=0, types=None,
 
 
 def _check_types(types):
-    if types is None:
-        return set(QUESTION_TEMPLATES)
-    types = set(types)
-    unknown = types - set(QUESTION_TEMPLATES)
-    if unknown:
-        raise ValueError(
-            f"Unknown question types; expected a subset of "
-            f"{sorted(QUESTION_TEMPLATES)}. Received: types={sorted(unknown)}"
-        )
-    return types
+    return check_question_types(types, QUESTION_TEMPLATES)
 
 
 def _select(countries):
-    records = country_records()
-    if countries is None:
-        return records
-    if isinstance(countries, str):
-        raise TypeError(
-            "`countries` must be an iterable of country names, not a single "
-            f"string. Received: countries={countries!r}"
-        )
-    wanted = set(countries)
-    known = {record["name"] for record in records}
-    missing = wanted - known
-    if missing:
-        raise ValueError(
-            "Unknown country names; see `country_records()` for the list. "
-            f"Received: countries={sorted(missing)}"
-        )
-    return [record for record in records if record["name"] in wanted]
+    return select_records(country_records(), countries, "countries", "country",
+                          "`country_records()`")

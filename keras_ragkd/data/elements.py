@@ -16,6 +16,9 @@ fact; every answer appears verbatim in the passage named by `passage_id`.
 import functools
 import re
 
+from keras_ragkd.data.selection import check_question_types
+from keras_ragkd.data.selection import select_records
+
 PASSAGE_KINDS = ("identity", "mass", "density", "position")
 
 # The rows of the periodic table: the atomic number that ends each period.
@@ -314,37 +317,9 @@ def element_questions(elements=None, types=None, wording="training"):
 
 
 def _check_types(types):
-    if types is None:
-        return set(QUESTION_TEMPLATES)
-    if isinstance(types, str):
-        raise TypeError(
-            "`types` must be an iterable of question types, not a single string. "
-            f"Received: types={types!r}"
-        )
-    types = set(types)
-    unknown = types - set(QUESTION_TEMPLATES)
-    if unknown:
-        raise ValueError(
-            f"Unknown question types; expected a subset of "
-            f"{sorted(QUESTION_TEMPLATES)}. Received: types={sorted(unknown)}"
-        )
-    return types
+    return check_question_types(types, QUESTION_TEMPLATES)
 
 
 def _select(elements):
-    records = element_records()
-    if elements is None:
-        return records
-    if isinstance(elements, str):
-        raise TypeError(
-            "`elements` must be an iterable of element names, not a single "
-            f"string. Received: elements={elements!r}"
-        )
-    wanted = set(elements)
-    missing = wanted - {record["name"] for record in records}
-    if missing:
-        raise ValueError(
-            "Unknown element names; see `element_records()` for the list "
-            f"(capitalised, e.g. 'Gold'). Received: elements={sorted(missing)}"
-        )
-    return [record for record in records if record["name"] in wanted]
+    return select_records(element_records(), elements, "elements", "element",
+                          "`element_records()` (capitalised, e.g. 'Gold')")
