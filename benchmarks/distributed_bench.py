@@ -49,7 +49,7 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DISTILLER_BATCH = 256
 RAG_BATCH = 16
-N_DOCS = 3
+NUM_DOCS = 3
 WARMUP_STEPS = 3
 PROCESS_TIMEOUT = 1200
 RUNS = ("distiller", "rag_faiss", "rag_pipeline", "rag_pipeline_xla")
@@ -175,7 +175,7 @@ def worker_main(out_path, index_dir, steps):
     def rag_model(in_pipeline):
         encoder = query_encoder(preprocessor.vocabulary_size)
         retriever = None if in_pipeline else PassageRetriever(
-            index, k=N_DOCS, passage_token_ids=passage_ids
+            index, k=NUM_DOCS, passage_token_ids=passage_ids
         )
         keras.utils.set_random_seed(1)
         generator = CopyTransformerGenerator(
@@ -183,7 +183,7 @@ def worker_main(out_path, index_dir, steps):
             num_decoder_layers=1, num_heads=2, intermediate_dim=64,
             max_sequence_length=40, dropout=0.0,
         )
-        rag = RetrievalAugmentedGenerator(encoder, retriever, generator, n_docs=N_DOCS)
+        rag = RetrievalAugmentedGenerator(encoder, retriever, generator, num_docs=NUM_DOCS)
         return RagQuestionAnswerer(preprocessor, rag)
 
     def run_rag(in_pipeline, jit_compile=False):
@@ -195,7 +195,7 @@ def worker_main(out_path, index_dir, steps):
             dataset = model.preprocess(*pairs, batch_size=RAG_BATCH)
             if in_pipeline:
                 dataset = with_retrieved_passages(
-                    dataset, index, model.rag.query_encoder, N_DOCS, passage_ids
+                    dataset, index, model.rag.query_encoder, NUM_DOCS, passage_ids
                 )
             rate = steps_per_second(model, sharded(dataset.prefetch(2)))
             if model.jit_compile is not jit_compile:
@@ -351,7 +351,7 @@ def main():
             "strategy": "MultiWorkerMirroredStrategy, worker processes on 127.0.0.1",
             "global_batch": {"distiller": DISTILLER_BATCH, "rag": RAG_BATCH},
             "timed_steps": steps, "warmup_steps": WARMUP_STEPS,
-            "rag": {"passages": 978, "n_docs": N_DOCS, "index": "Flat (exact)"},
+            "rag": {"passages": 978, "num_docs": NUM_DOCS, "index": "Flat (exact)"},
             "cpu_count": os.cpu_count(), "platform": platform.platform(),
             "note": "a 2-core machine shared with other jobs: 2 workers split the same "
                     "2 cores (no extra hardware); figures move with the load",

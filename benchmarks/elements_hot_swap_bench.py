@@ -161,7 +161,7 @@ def print_entry(name, knowledge_base, entry):
 
 def train_peer(train_index, encoder, preprocessor, train_questions, seconds, seed):
     peer = build_rag_question_answerer(train_index, encoder, preprocessor, PEER_GENERATOR,
-                                       n_docs=PEER_DOCS)
+                                       num_docs=PEER_DOCS)
     peer.compile(optimizer=keras.optimizers.Adam(PEER_LEARNING_RATE))
     dataset = peer.preprocess([q["question"] for q in train_questions],
                               [q["answer"] for q in train_questions], batch_size=32,
@@ -255,7 +255,7 @@ def run(args):
                             "zero_shot": len(zero_shot_questions),
                             "countries_held_out": len(countries_test)}
     results["retrieval_recall"] = {f"elements_at_{k}": retrieval_recall(element_index, elements, k)
-                                   for k in sorted({TEACHER["n_docs"], PEER_DOCS})}
+                                   for k in sorted({TEACHER["num_docs"], PEER_DOCS})}
     print(f"{results['questions']}  recall {results['retrieval_recall']}", flush=True)
 
     def record(name, knowledge_base, entry):

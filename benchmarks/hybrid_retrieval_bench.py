@@ -63,7 +63,7 @@ from results_io import write_json  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 K = 5
-N_DOCS = (1, 3, 5)
+NUM_DOCS = (1, 3, 5)
 CANDIDATES = 50
 DEFAULT_SYSTEM = "hybrid weighted 0.25"
 SYSTEMS = {
@@ -143,7 +143,7 @@ def make_retrievers(index, tfidf, backend="faiss", output="rows"):
 
 def recall_at(rows, gold):
     return {f"recall_at_{n}": float(np.mean(np.any(rows[:, :n] == gold[:, None], axis=1)))
-            for n in N_DOCS}
+            for n in NUM_DOCS}
 
 
 def evaluate_heldout(functions, queries, questions, index):
@@ -162,16 +162,16 @@ def evaluate_heldout(functions, queries, questions, index):
     return results
 
 
-def posterior_on_gold(doc_scores_function, queries, rows, gold, n_docs=3, scale=10.0):
+def posterior_on_gold(doc_scores_function, queries, rows, gold, num_docs=3, scale=10.0):
     """Mean `P(z = gold | x) = softmax(scale * doc_scores)` over the first
-    `n_docs` passages: what a RAG model's marginal would weigh the country's
+    `num_docs` passages: what a RAG model's marginal would weigh the country's
     passage with at the default `doc_score_scale` (None without doc scores)."""
     if doc_scores_function is None:
         return None
-    logits = scale * doc_scores_function(queries).numpy()[:, :n_docs]
+    logits = scale * doc_scores_function(queries).numpy()[:, :num_docs]
     probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
     probabilities /= probabilities.sum(axis=1, keepdims=True)
-    return float(np.mean(np.sum(probabilities * (rows[:, :n_docs] == gold[:, None]), axis=1)))
+    return float(np.mean(np.sum(probabilities * (rows[:, :num_docs] == gold[:, None]), axis=1)))
 
 
 def evaluate_swapped(functions, queries, questions, index, doc_score_functions):
@@ -307,7 +307,7 @@ def plot(results, path):
     ):
         axis.bar(x + offset, [results[key][s][f"recall_at_{n}"] for s in names], 0.2,
                  label=label)
-    axis.set(xticks=x, ylim=(0.8, 1.005), ylabel="recall@n_docs",
+    axis.set(xticks=x, ylim=(0.8, 1.005), ylabel="recall@num_docs",
              title="held-out countries' questions (all types)")
     axis.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     axis.legend(fontsize=8)

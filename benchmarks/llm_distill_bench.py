@@ -3,9 +3,12 @@
 Side by side, in one process, on the countryinfo knowledge base (split by
 country; counterfactual training passages, so models learn to read):
 
-1. the teacher: the LoRA-tuned SmolLM2 RAG model if one was saved (the
-   `--teacher` folder, `/tmp/ragkd_llm_teacher` by default), else zero-shot
-   SmolLM2-135M-Instruct reading `--teacher-docs` MiniLM-retrieved passages;
+1. the teacher: the LoRA-tuned SmolLM2 RAG teacher of `llm_rag_bench.py`
+   if it saved one (the `--teacher` folder, `results/llm_rag_teacher/` by
+   default: LoRA weights + settings, rebuilt on `load_smollm2()`), or a saved
+   `CausalLMRagQuestionAnswerer` (model folder or `.keras` file), else
+   zero-shot SmolLM2-135M-Instruct; it reads `--teacher-docs` MiniLM-retrieved
+   passages (by default as many as it was trained with);
 2. its `TeacherCache`: the teacher's top-k RAG-Token marginals (plus the tail
    mass) over the training answers, reading the student's passages; size on
    disk and build time;
@@ -71,11 +74,12 @@ from keras_ragkd.retrieval import PassageIndex  # noqa: E402
 from keras_ragkd.retrieval import load_minilm_encoder  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from llm_rag_bench import TEACHER_DIR  # noqa: E402
+from llm_rag_bench import load_llm_teacher  # noqa: E402
 from results_io import save_figure  # noqa: E402
 from results_io import write_json  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-DEFAULT_TEACHER = "/tmp/ragkd_llm_teacher"
 MODES = {
     "quick": dict(countries=40, train_questions=96, eval_questions=24, steps=30, seeds=1,
                   batch_size=8, latency_questions=4, variant_steps=30),
@@ -88,10 +92,12 @@ LEARNING_RATE = 3e-3
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the <= 15 min configuration")
-    parser.add_argument("--teacher", default=DEFAULT_TEACHER,
-                        help="a saved CausalLMRagQuestionAnswerer (model folder or .keras "
-                             "file); if absent, zero-shot SmolLM2 RAG")
-    parser.add_argument("--teacher-docs", type=int, default=3)
+    parser.add_argument("--teacher", default=TEACHER_DIR,
+                        help="an `llm_rag_bench.py` teacher folder (teacher.json + LoRA "
+                             "weights) or a saved CausalLMRagQuestionAnswerer (model folder or "
+                             ".keras file); if absent, zero-shot SmolLM2 RAG")
+    parser.add_argument("--teacher-docs", type=int, default=None,
+                        help="passages the teacher reads (default: as trained; 3 zero-shot)")
     parser.add_argument("--student-docs", type=int, default=2)
     parser.add_argument("--hidden-dim", type=int, default=128)
     parser.add_argument("--num-layers", type=int, default=6)
@@ -147,19 +153,23 @@ def build_data(args):
 def load_teacher(args, data):
     """The saved LoRA teacher if there is one, else zero-shot SmolLM2 RAG."""
     path = args.teacher
-    if path and os.path.exists(path):
-        if path.endswith(".keras"):
-            model = keras.saving.load_model(path)
-        else:
-            model = CausalLMRagQuestionAnswerer.from_preset(path)
-        return model.with_index(data["index"], n_docs=args.teacher_docs), f"saved ({path})"
-    causal_lm = load_smollm2(sequence_length=256)
-    preprocessor = CausalLMRagPreprocessor(causal_lm.preprocessor.tokenizer,
-                                           question_length=32, passage_length=64,
-                                           answer_length=12)
-    model = build_causal_lm_rag_question_answerer(
-        data["index"], data["encoder"], preprocessor, causal_lm, n_docs=args.teacher_docs)
-    return model, "zero-shot SmolLM2-135M-Instruct RAG (no saved LoRA teacher found)"
+    if path and os.path.isfile(os.path.join(path, "teacher.json")):
+        model, kind = load_llm_teacher(data["index"], data["encoder"], path), "LoRA"
+    elif path and path.endswith(".keras") and os.path.exists(path):
+        model, kind = keras.saving.load_model(path), "saved model"
+    elif path and os.path.isdir(path):
+        model, kind = CausalLMRagQuestionAnswerer.from_preset(path), "saved model"
+    else:
+        causal_lm = load_smollm2(sequence_length=256)
+        preprocessor = CausalLMRagPreprocessor(causal_lm.preprocessor.tokenizer,
+                                               question_length=32, passage_length=64,
+                                               answer_length=12)
+        model = build_causal_lm_rag_question_answerer(
+            data["index"], data["encoder"], preprocessor, causal_lm,
+            num_docs=args.teacher_docs or 3)
+        return model, "zero-shot SmolLM2-135M-Instruct RAG (no saved LoRA teacher found)"
+    num_docs = args.teacher_docs or model.rag.num_docs
+    return model.with_index(data["index"], num_docs=num_docs), f"{kind} ({path})"
 
 
 def training_batches(model, questions, batch_size):
@@ -186,7 +196,7 @@ def student_model(args, teacher, data, seed, embedding_init="projection"):
         num_query_heads=4, num_key_value_heads=2, embedding_init=embedding_init, seed=seed)
     return build_causal_lm_rag_question_answerer(
         data["train_index"], data["encoder"], teacher.preprocessor, backbone,
-        n_docs=args.student_docs)
+        num_docs=args.student_docs)
 
 
 def fit_steps(model, dataset, steps, **kwargs):
@@ -211,7 +221,7 @@ def distilled(args, student, steps, loss, alpha=None):
 
 
 def evaluate(model, data, full=True):
-    index_model = model.with_index(data["index"], n_docs=model.rag.n_docs)
+    index_model = model.with_index(data["index"], num_docs=model.rag.num_docs)
     entry = evaluate_answers(index_model, data["test_sample"], batch_size=32)
     result = {"exact_match": entry["exact_match"], "token_f1": entry.get("token_f1"),
               "count": entry["count"], "examples": entry.get("examples", [])[:4]}
@@ -308,7 +318,7 @@ def main(argv=None):
     log(f"teacher: {results['teacher']}")
 
     batches = training_batches(teacher, data["train_questions"], args.batch_size)
-    cache_teacher = teacher.with_index(data["train_index"], n_docs=args.student_docs)
+    cache_teacher = teacher.with_index(data["train_index"], num_docs=args.student_docs)
     cache_started = time.perf_counter()
     cache = TeacherCache.build(cache_teacher, batches, os.path.join(workdir, "cache"),
                                top_k=args.top_k, temperature=args.temperature, verbose=1)
@@ -372,7 +382,7 @@ def main(argv=None):
     results["parameters"] = {"teacher": teacher_parameters, "student": student_parameters,
                              "student_over_teacher": student_parameters / teacher_parameters}
     latency_questions = sample_questions(data["test"], args.latency_questions, args.seed + 3)
-    student_index = last_student.with_index(data["index"], n_docs=args.student_docs)
+    student_index = last_student.with_index(data["index"], num_docs=args.student_docs)
     batch_1 = compare_latency({"teacher": teacher, "student": student_index}, latency_questions)
     latency = {"teacher_batch_1": batch_1["teacher"], "student_batch_1": batch_1["student"],
                "teacher_batch_32": batch_latency(teacher, data["test"], 32),

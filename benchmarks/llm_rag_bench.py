@@ -85,7 +85,7 @@ FULL = dict(train_seconds=1800, peer_seconds=600, eval_questions=0, reworded_que
 QUICK = dict(train_seconds=240, peer_seconds=60, eval_questions=64, reworded_questions=32,
              swapped_questions=32, baseline_questions=32, latency_questions=3)
 # The teacher: what the prompt needs (passages: 90 % fit in 48 tokens).
-TEACHER = dict(n_docs=2, lora_rank=8, question_length=24, passage_length=48, answer_length=12,
+TEACHER = dict(num_docs=2, lora_rank=8, question_length=24, passage_length=48, answer_length=12,
                learning_rate=2e-3, batch_size=8, doc_score_scale=10.0)
 EVAL_BATCH = 32
 SENTENCE_LENGTH = 32  # Generated tokens for the (untuned) sentence answers.
@@ -103,6 +103,9 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", default="float32", choices=["float32", "mixed_bfloat16"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-peer", action="store_true", help="no issue-4 teacher")
+    parser.add_argument("--skip-baselines", action="store_true",
+                        help="no closed-book / zero-shot SmolLM2 (32-token sentences: the "
+                             "slowest part of a run)")
     parser.add_argument("--load-teacher", default=None,
                         help="a `save_llm_teacher` folder: evaluate it, skip the baselines "
                              "and training")
@@ -117,7 +120,7 @@ def parse_args(argv=None):
             setattr(args, name, value)
         elif getattr(args, name) != value:
             args.mode = "custom"
-    if args.dtype != "float32" or args.skip_peer or args.load_teacher:
+    if args.dtype != "float32" or args.skip_peer or args.skip_baselines or args.load_teacher:
         args.mode = "custom"
     return args
 
@@ -236,7 +239,7 @@ def build_llm_teacher(index, encoder, causal_lm=None, dtype="float32"):
     """
     causal_lm = causal_lm or load_smollm2(dtype=dtype, sequence_length=128)
     model = build_causal_lm_rag_question_answerer(
-        index, encoder, llm_preprocessor(causal_lm), causal_lm, n_docs=TEACHER["n_docs"],
+        index, encoder, llm_preprocessor(causal_lm), causal_lm, num_docs=TEACHER["num_docs"],
         backend="tensor", doc_score_scale=TEACHER["doc_score_scale"],
         lora_rank=TEACHER["lora_rank"],
     )
@@ -271,7 +274,7 @@ def closed_book_model(causal_lm, encoder, index_factory):
     index = index_factory([{"id": "none", "title": "", "text": ""}])
     return build_causal_lm_rag_question_answerer(
         index, encoder, llm_preprocessor(causal_lm, "{passage}{question}"), causal_lm,
-        n_docs=1, backend="tensor")
+        num_docs=1, backend="tensor")
 
 
 def answer_contained(questions, predictions):
@@ -406,12 +409,12 @@ def speed(results, model, prefill, latency, train, peak, reference):
     """Tokens/s and shares of the machine's matmul figure (`peak`, measured now)
     and of the idle machine's (`reference`)."""
     per_row = results["teacher_prompt_tokens_per_row"] + TEACHER["answer_length"] - 1
-    rows = TEACHER["batch_size"] * TEACHER["n_docs"]
+    rows = TEACHER["batch_size"] * TEACHER["num_docs"]
     training_tokens = rows * per_row / train["median_step_seconds"]
     batch32 = latency["batch_32"]
     steps = decoded_steps(model, batch32["answers"])
     decode_seconds = max(batch32["seconds"] - prefill["seconds"], 1e-9)
-    decode_rows = 32 * TEACHER["n_docs"] * steps
+    decode_rows = 32 * TEACHER["num_docs"] * steps
     figures = {
         "training_tokens_per_second": training_tokens,
         "training_share_of_peak": 6 * PARAMETERS * training_tokens / (peak * 1e9),
@@ -508,8 +511,8 @@ def run(args):
     results["questions"] = {"train": len(train_questions), "held_out": len(held_out),
                             "reworded": len(reworded), "swapped": len(swapped),
                             "baselines": len(baseline)}
-    results["retrieval_recall"] = {f"at_{TEACHER['n_docs']}":
-                                   retrieval_recall(index, held_out, TEACHER["n_docs"])}
+    results["retrieval_recall"] = {f"at_{TEACHER['num_docs']}":
+                                   retrieval_recall(index, held_out, TEACHER["num_docs"])}
     print(f"{results['questions']}  recall {results['retrieval_recall']}", flush=True)
 
     def record(name, entry):
@@ -529,6 +532,8 @@ def run(args):
 
     if args.load_teacher:
         teacher = load_llm_teacher(train_index, encoder, args.load_teacher, args.dtype)
+    elif args.skip_baselines:
+        teacher = build_llm_teacher(train_index, encoder, causal_lm)
     else:
         # Closed book, then zero-shot RAG (the teacher before training: LoRA B = 0).
         closed = closed_book_model(causal_lm, encoder, index_factory)
@@ -583,7 +588,7 @@ def run(args):
                   for k in ("question", "answer")]
         preprocessor = RagPreprocessor.from_texts(load_minilm_tokenizer(), texts)
         peer = build_rag_question_answerer(train_index, encoder, preprocessor, PEER_GENERATOR,
-                                           n_docs=PEER_DOCS)
+                                           num_docs=PEER_DOCS)
         peer.compile(optimizer=keras.optimizers.Adam(PEER_LEARNING_RATE))
         dataset = peer.preprocess([q["question"] for q in train_questions],
                                   [q["answer"] for q in train_questions], batch_size=32,

@@ -4,7 +4,7 @@ Everything runs side by side in one process on the countryinfo knowledge base
 (80/20 split by country; the held-out countries' passages are in the index,
 their facts in no training pair):
 
-- retrieval recall@n_docs of the gold passage (MiniLM query/passage encoder);
+- retrieval recall@num_docs of the gold passage (MiniLM query/passage encoder);
 - RAG teacher (`minilm` generator: the pretrained MiniLM backbone, its top
   transformer layer fine-tuned and the rest frozen, reads question +
   passage, a trained copy decoder answers; 3 passages, RAG-Token; Adam with
@@ -14,7 +14,7 @@ their facts in no training pair):
   the teacher with `keras_ragkd.Distiller` on the per-token marginals (α =
   0.8, T = 1 unless `--alpha` / `--temperature` say otherwise; the teacher
   runs once over the training set into a top-k `TeacherCache`, reading the
-  student's 2 passages (`with_index(..., n_docs=2)`: the same top two of its
+  student's 2 passages (`with_index(..., num_docs=2)`: the same top two of its
   three), so its marginal mixes only passages the student can copy from;
   Adam with a cosine decay over its time budget) with the teacher's mistakes
   on the training answers masked out of the soft loss
@@ -160,7 +160,7 @@ def closed_book_model(encoder, preprocessor, directory):
     generator = build_generator(TEACHER_GENERATOR, preprocessor)
     rag = RetrievalAugmentedGenerator(
         encoder, make_passage_retriever(index, preprocessor, k=1), generator,
-        n_docs=1, copy_from_question=True,
+        num_docs=1, copy_from_question=True,
     )
     return RagQuestionAnswerer(preprocessor, rag)
 
@@ -250,7 +250,7 @@ def run(args, workdir):
     def record(name, model, training, marginalization=None, timed=True):
         entry = evaluate(model, evaluation, marginalization)
         entry["generator_parameters"] = int(model.rag.generator.count_params())
-        entry["n_docs"] = model.rag.n_docs
+        entry["num_docs"] = model.rag.num_docs
         entry["doc_score_scale"] = float(model.rag.doc_score_scale.numpy())
         entry["training"] = training
         if timed:
@@ -264,7 +264,7 @@ def run(args, workdir):
 
     # Teacher.
     teacher = build_rag_question_answerer(train_index, encoder, preprocessor, TEACHER_GENERATOR,
-                                          n_docs=TEACHER_DOCS)
+                                          num_docs=TEACHER_DOCS)
     teacher.compile(optimizer=keras.optimizers.Adam(TEACHER_LEARNING_RATE))
     # Adam with its learning rate annealed along a cosine over the time budget.
     teacher_budget = [TimeLimit(args.teacher_seconds),
@@ -282,7 +282,7 @@ def run(args, workdir):
     # words the student cannot copy.
     fixed_order = dataset(teacher, train_questions)
     cache_started = time.monotonic()
-    cache_teacher = teacher.with_index(train_index, n_docs=STUDENT_DOCS)
+    cache_teacher = teacher.with_index(train_index, num_docs=STUDENT_DOCS)
     cache = TeacherCache.build(cache_teacher, fixed_order, os.path.join(workdir, "teacher_cache"),
                                top_k=CACHE_TOP_K, temperature=args.temperature, verbose=0)
     cache_seconds = time.monotonic() - cache_started
@@ -308,8 +308,9 @@ def run(args, workdir):
         return cached.apply(tf.data.experimental.assert_cardinality(len(fixed_order)))
 
     def student_from(initial_weights, marginalization="token"):
-        student = build_rag_question_answerer(train_index, encoder, preprocessor, "small",
-                                              n_docs=STUDENT_DOCS, marginalization=marginalization)
+        student = build_rag_question_answerer(
+            train_index, encoder, preprocessor, "small", num_docs=STUDENT_DOCS,
+            marginalization=marginalization)
         student.rag.generator.set_weights(initial_weights)
         return student
 
@@ -318,7 +319,7 @@ def run(args, workdir):
         seed = args.seed + 1 + offset
         keras.utils.set_random_seed(seed)
         student = build_rag_question_answerer(train_index, encoder, preprocessor, "small",
-                                              n_docs=STUDENT_DOCS)
+                                              num_docs=STUDENT_DOCS)
         initial_weights = student.rag.generator.get_weights()
         distiller = distiller_for(student, True, keras.optimizers.Adam(STUDENT_LEARNING_RATE))
         student_budget = [TimeLimit(args.student_seconds),

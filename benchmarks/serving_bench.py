@@ -59,7 +59,7 @@ def train_model(seconds):
     index = PassageIndex.build(passages, encoder, verbose=0)
     texts = [p["text"] for p in passages] + [q[k] for q in train + test for k in ("question", "answer")]
     preprocessor = RagPreprocessor.from_texts(load_minilm_tokenizer(), texts)
-    model = build_rag_question_answerer(index, encoder, preprocessor, generator="small", n_docs=2)
+    model = build_rag_question_answerer(index, encoder, preprocessor, generator="small", num_docs=2)
     model.compile(optimizer=keras.optimizers.Adam(2e-3))
     model.fit([q["question"] for q in train], [q["answer"] for q in train], batch_size=32,
               epochs=1000, verbose=0, callbacks=[TimeLimit(seconds)])

@@ -276,8 +276,8 @@ def check_budget(args):
     check_positive(args.epochs, "--epochs")
     check_positive(args.batch_size, "--batch-size")
     check_positive(args.learning_rate, "--learning-rate")
-    if args.n_docs is not None:
-        check_positive(args.n_docs, "--n-docs")
+    if args.num_docs is not None:
+        check_positive(args.num_docs, "--num-docs")
 
 
 def training_budget(args, steps_per_epoch):
@@ -325,10 +325,10 @@ def train(args):
             load_minilm_tokenizer(), texts, passage_length=args.passage_length,
             answer_length=args.answer_length,
         )
-    with checking("--n-docs"):
+    with checking("--num-docs"):
         model = build_rag_question_answerer(
             index, query_encoder, preprocessor, generator=args.generator,
-            n_docs=args.n_docs or 3,
+            num_docs=args.num_docs or 3,
         )
     steps = -(-len(questions) // args.batch_size)
     learning_rate, fit_args = training_budget(args, steps)
@@ -378,19 +378,19 @@ def distill(args):
         check_generator(args.student)
     teacher = load_model(args.teacher, "--teacher")
     index = teacher.rag.retriever.index
-    n_docs = args.n_docs or teacher.rag.n_docs
+    num_docs = args.num_docs or teacher.rag.num_docs
     keras.utils.set_random_seed(args.seed)
     fixed_order = teacher.preprocess(questions, answers, batch_size=args.batch_size)
-    # The teacher reads the student's passages (its own top `n_docs`), so that
+    # The teacher reads the student's passages (its own top `num_docs`), so that
     # the marginal the student learns mixes only passages it sees.
-    with checking("--n-docs"):
+    with checking("--num-docs"):
         cache_teacher = (
-            teacher if n_docs == teacher.rag.n_docs
-            else teacher.with_index(index, n_docs=n_docs)
+            teacher if num_docs == teacher.rag.num_docs
+            else teacher.with_index(index, num_docs=num_docs)
         )
         student = build_rag_question_answerer(
             index, teacher.rag.query_encoder, teacher.preprocessor, generator=args.student,
-            n_docs=n_docs,
+            num_docs=num_docs,
         )
     top_k = min(CACHE_TOP_K, teacher.preprocessor.vocabulary_size - 1)
     scratch = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.cache-", dir=os.path.dirname(out))
@@ -420,7 +420,7 @@ def distill(args):
     save_model(student, out)
     emit(args, {
         "model": out, "teacher": os.path.abspath(args.teacher), "examples": len(questions),
-        "alpha": args.alpha, "temperature": args.temperature, "n_docs": n_docs,
+        "alpha": args.alpha, "temperature": args.temperature, "num_docs": num_docs,
         "student_parameters": int(student.rag.generator.count_params()),
         "teacher_parameters": int(teacher.rag.generator.count_params()),
         **last_logs(history),
@@ -689,7 +689,7 @@ def make_parser():
         commands, "train", "train a RAG model on question/answer pairs",
         "Trains a retrieval-augmented question answerer over an index: the "
         "index's encoder embeds the questions (frozen), a copy generator reads "
-        "the question with each of its top --n-docs passages and the answers "
+        "the question with each of its top --num-docs passages and the answers "
         "are marginalised over them (RAG-Token). Saves a relocatable model "
         "folder (config, weights and a copy of the index).",
         "QA format:\n"
@@ -709,7 +709,7 @@ def make_parser():
     train_parser.add_argument("--generator", default="small", metavar="SIZE",
                               help="generator size: tiny, small (default), base, or minilm "
                               "(a pretrained MiniLM reader)")
-    train_parser.add_argument("--n-docs", type=int, default=None, metavar="N",
+    train_parser.add_argument("--num-docs", type=int, default=None, metavar="N",
                               help="passages read per question (default 3)")
     train_parser.add_argument("--passage-length", type=int, default=32, metavar="TOKENS",
                               help="passage tokens the generator reads (default 32)")
@@ -728,7 +728,7 @@ def make_parser():
         "examples:\n"
         "  keras-ragkd distill --teacher teacher/ --data qa.jsonl --out student/\n"
         "  keras-ragkd distill --teacher teacher/ --data qa.jsonl --out student/ \\\n"
-        "      --student tiny --n-docs 2 --alpha 0.5 --temperature 2 --seconds 300",
+        "      --student tiny --num-docs 2 --alpha 0.5 --temperature 2 --seconds 300",
         distill,
     )
     distill_parser.add_argument("--teacher", required=True, metavar="MODEL_DIR",
@@ -738,7 +738,7 @@ def make_parser():
                                 help="student model folder to create")
     distill_parser.add_argument("--student", default="small", metavar="SIZE",
                                 help="student generator size (default small)")
-    distill_parser.add_argument("--n-docs", type=int, default=None, metavar="N",
+    distill_parser.add_argument("--num-docs", type=int, default=None, metavar="N",
                                 help="passages the student reads (default: the teacher's)")
     distill_parser.add_argument("--alpha", type=float, default=0.8, metavar="A",
                                 help="weight of the answer (hard) loss, in [0, 1] (default 0.8)")

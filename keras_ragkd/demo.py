@@ -395,7 +395,7 @@ def closed_book_model(encoder, preprocessor, generator, directory):
     index.save(os.path.join(directory, "indexes", "closed_book"))
     rag = RetrievalAugmentedGenerator(
         encoder, make_passage_retriever(index, preprocessor, k=1),
-        build_generator(generator, preprocessor), n_docs=1, copy_from_question=True,
+        build_generator(generator, preprocessor), num_docs=1, copy_from_question=True,
     )
     return RagQuestionAnswerer(preprocessor, rag)
 
@@ -511,7 +511,7 @@ def summary_table(metrics):
         m = models[name]
         lines.append(
             f"{name:<18} {m['exact_match']:>6.3f} {m['token_f1']:>6.3f} "
-            f"{m['generator_parameters']:>12,} {m['n_docs']:>4} "
+            f"{m['generator_parameters']:>12,} {m['num_docs']:>4} "
             f"{1000 * m['latency_seconds']:>6.1f} ms {m['training']['steps']:>6} "
             f"{m['training']['seconds']:>7.0f}"
         )
@@ -705,7 +705,7 @@ def run_demo(args, started=None):
         with stages("teacher"):
             teacher = build_rag_question_answerer(
                 train_index, encoder, preprocessor, generator_config(args.teacher_generator),
-                n_docs=args.teacher_docs,
+                num_docs=args.teacher_docs,
             )
             print(f"RAG teacher: {args.teacher_generator} generator "
                   f"({teacher.rag.generator.count_params():,} parameters), "
@@ -721,7 +721,7 @@ def run_demo(args, started=None):
         # cache, so its marginal mixes only passages the student can copy from.
         with stages("teacher cache"):
             fixed_order = dataset(teacher, data["train_questions"])
-            cache_teacher = teacher.with_index(train_index, n_docs=args.student_docs)
+            cache_teacher = teacher.with_index(train_index, num_docs=args.student_docs)
             print(f"Teacher cache: the teacher's top-{CACHE_TOP_K} per-token marginals over "
                   f"{len(data['train_questions'])} training answers, reading "
                   f"{args.student_docs} passages:", flush=True)
@@ -733,7 +733,7 @@ def run_demo(args, started=None):
         def student_from(initial_weights):
             student = build_rag_question_answerer(
                 train_index, encoder, preprocessor, args.student_generator,
-                n_docs=args.student_docs,
+                num_docs=args.student_docs,
             )
             student.rag.generator.set_weights(initial_weights)
             return student
@@ -742,7 +742,7 @@ def run_demo(args, started=None):
             keras.utils.set_random_seed(args.seed + 1)
             student = build_rag_question_answerer(
                 train_index, encoder, preprocessor, args.student_generator,
-                n_docs=args.student_docs,
+                num_docs=args.student_docs,
             )
             initial_weights = student.rag.generator.get_weights()
             print(f"Student: {args.student_generator} generator "
@@ -798,7 +798,7 @@ def run_demo(args, started=None):
                 print(f"{name}: {len(evaluation)} held-out questions", flush=True)
                 entry = evaluate_answers(model, evaluation, verbose=1)
                 entry["generator_parameters"] = int(model.rag.generator.count_params())
-                entry["n_docs"] = model.rag.n_docs
+                entry["num_docs"] = model.rag.num_docs
                 entry["doc_score_scale"] = float(model.rag.doc_score_scale.numpy())
                 entry["training"] = training
                 models[name] = entry

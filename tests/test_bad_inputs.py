@@ -546,7 +546,7 @@ def test_model_folder_with_a_lambda_layer_is_refused(tmp_path):
     index = PassageIndex.from_embeddings(passages, np.asarray(encoder(token_ids)))
     index.save(str(tmp_path / "kb"))
     model = build_rag_question_answerer(index, encoder, preprocessor, generator="tiny",
-                                        n_docs=2, dropout=0.0)
+                                        num_docs=2, dropout=0.0)
     model.save_to_preset(str(tmp_path / "model"))
     before = _listing(str(tmp_path))
     with pytest.raises(ValueError, match=r"`Lambda` layer.*safe_mode=False"):

@@ -177,12 +177,12 @@ def test_train_distill_evaluate_ask_export(files, kb, capsys):
     folder = files["folder"]
     teacher, student = folder / "teacher", folder / "student"
     status, (trained,), _ = run(capsys, "train", "--index", kb, "--data", files["qa"], "--out",
-                                teacher, "--generator", "tiny", "--epochs", "2", "--n-docs", "3")
+                                teacher, "--generator", "tiny", "--epochs", "2", "--num-docs", "3")
     assert status == 0 and trained["model"] == str(teacher) and trained["epochs"] == 2
     status, (distilled,), err = run(capsys, "distill", "--teacher", teacher, "--data",
                                     files["qa"], "--out", student, "--student", "tiny",
-                                    "--n-docs", "2", "--seconds", "1")
-    assert status == 0 and distilled["n_docs"] == 2 and "distillation_loss" in distilled
+                                    "--num-docs", "2", "--seconds", "1")
+    assert status == 0 and distilled["num_docs"] == 2 and "distillation_loss" in distilled
     assert any("student_loss" in line for line in err)  # The Keras progress bar.
     for model in (teacher, student):
         assert {"config.json", "model.weights.h5", "index"} <= set(os.listdir(model))

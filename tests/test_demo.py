@@ -10,7 +10,7 @@ from keras_ragkd import demo
 STAGES = ["knowledge base", "teacher", "teacher cache", "distilled student", "plain student",
           "closed book", "evaluation", "save models", "export", "fresh process", "hot swap"]
 MODEL_FIELDS = ["exact_match", "token_f1", "by_type", "examples", "count",
-                "seconds_per_question", "generator_parameters", "n_docs", "doc_score_scale",
+                "seconds_per_question", "generator_parameters", "num_docs", "doc_score_scale",
                 "latency_seconds", "training", "preset", "preset_megabytes"]
 
 

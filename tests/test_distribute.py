@@ -155,7 +155,7 @@ def _worker_main(role, out_path, index_dir):
             num_decoder_layers=1, num_heads=2, intermediate_dim=32,
             max_sequence_length=32, dropout=0.0,
         )
-        rag = RetrievalAugmentedGenerator(encoder, retriever, generator, n_docs=2,
+        rag = RetrievalAugmentedGenerator(encoder, retriever, generator, num_docs=2,
                                           doc_score_scale=5.0)
         return RagQuestionAnswerer(preprocessor, rag), index
 

@@ -264,7 +264,7 @@ def setup():
     index = PassageIndex.from_embeddings(passages, np.asarray(encoder(token_ids)))
     index.save(os.path.join(WORK, f"kb-{FIRST}"))
     model = build_rag_question_answerer(
-        index, encoder, preprocessor, generator="tiny", n_docs=2, dropout=0.0
+        index, encoder, preprocessor, generator="tiny", num_docs=2, dropout=0.0
     )
 
 def write(version):

@@ -51,16 +51,16 @@ def teacher_student(draw, max_vocab=12):
 def rag_batch(draw):
     """Doc scores, a doc mask with at least one valid doc per example, token
     log-probabilities and labels (0 = padding after the first step)."""
-    batch, n_docs = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    batch, num_docs = draw(st.integers(1, 3)), draw(st.integers(1, 4))
     time, vocab = draw(st.integers(1, 4)), draw(st.integers(2, 6))
-    scores = draw(logits((batch, n_docs)))
-    mask = draw(hnp.arrays(bool, (batch, n_docs)))
-    mask[:, draw(st.integers(0, n_docs - 1))] = True
-    token_log_probs = log_softmax(draw(logits((batch, n_docs, time, vocab))))
+    scores = draw(logits((batch, num_docs)))
+    mask = draw(hnp.arrays(bool, (batch, num_docs)))
+    mask[:, draw(st.integers(0, num_docs - 1))] = True
+    token_log_probs = log_softmax(draw(logits((batch, num_docs, time, vocab))))
     labels = draw(hnp.arrays("int32", (batch, time), elements=st.integers(1, vocab - 1)))
     lengths = draw(hnp.arrays("int32", (batch,), elements=st.integers(1, time)))
     labels[np.arange(time)[None, :] >= lengths[:, None]] = 0
-    permutation = np.asarray(draw(st.permutations(range(n_docs))))
+    permutation = np.asarray(draw(st.permutations(range(num_docs))))
     return scores, mask, token_log_probs, labels, permutation
 
 

@@ -118,7 +118,7 @@ def setup():
     token_ids = preprocessor.tokenize_passages([p["text"] for p in passages])
     index = PassageIndex.from_embeddings(passages, np.asarray(encoder(token_ids)))
     model = build_rag_question_answerer(
-        index, encoder, preprocessor, generator="tiny", n_docs=2, dropout=0.0
+        index, encoder, preprocessor, generator="tiny", num_docs=2, dropout=0.0
     )
     model.compile(optimizer=keras.optimizers.Adam(5e-3))
     return model, dict(x=[q["question"] for q in questions], y=[q["answer"] for q in questions],

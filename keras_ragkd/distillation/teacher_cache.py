@@ -34,7 +34,7 @@ class TeacherCache:
     `metadata.json` records the dataset's example count and a SHA-256
     fingerprint of its inputs, what built the cache (`provenance`: the
     teacher's name, parameter count and weights fingerprint; for a RAG
-    teacher its index and `n_docs`; anything the caller adds) and each
+    teacher its index and `num_docs`; anything the caller adds) and each
     file's size and SHA-256.
 
     The folder is written in a staging folder beside it and swapped in at
@@ -114,7 +114,7 @@ class TeacherCache:
 
     @property
     def provenance(self):
-        """What built the cache: `teacher`, `index`, `n_docs`, `caller`, ..."""
+        """What built the cache: `teacher`, `index`, `num_docs`, `caller`, ..."""
         return self.metadata["provenance"]
 
     @property

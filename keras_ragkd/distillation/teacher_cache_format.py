@@ -18,7 +18,7 @@ from keras_ragkd.io_utils import sha256_of
 
 METADATA_FILE = "metadata.json"
 # 2: `metadata.json` records each array file's size and SHA-256.
-# 3: `provenance` (teacher weights, index, n_docs); top-k indices may be
+# 3: `provenance` (teacher weights, index, num_docs); top-k indices may be
 #    stored as uint16 when the vocabulary allows; `.npy` files written in place.
 FORMAT_VERSION = 3
 # The arrays a cache may hold (one `<field>.npy` each).

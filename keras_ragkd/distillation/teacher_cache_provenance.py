@@ -5,7 +5,7 @@ cache can refuse another dataset; `build_provenance` records the teacher
 (name, class, parameter count, SHA-256 of its weights) and, for a RAG teacher
 (a model with a `rag` layer whose `retriever` holds a `PassageIndex`), the
 index (passages, dimension, encoder, SHA-256 of the passages and
-embeddings) and `n_docs`.
+embeddings) and `num_docs`.
 """
 
 import hashlib
@@ -123,7 +123,7 @@ def describe_index(index):
 
 
 def build_provenance(teacher, caller=None):
-    """What built a cache: the teacher, its index and `n_docs` (RAG), `caller`.
+    """What built a cache: the teacher, its index and `num_docs` (RAG), `caller`.
 
     Args:
         teacher: the Keras model that produced the outputs.
@@ -150,7 +150,7 @@ def build_provenance(teacher, caller=None):
     return {
         "teacher": describe_teacher(teacher),
         "index": None if index is None else describe_index(index),
-        "n_docs": getattr(rag, "n_docs", None),
+        "num_docs": getattr(rag, "num_docs", None),
         "marginalization": getattr(rag, "marginalization", None),
         "caller": caller,
     }

@@ -54,7 +54,7 @@ class CausalLMGenerator(keras.layers.Layer):
 
     - `encode_prompts(question_token_ids, passage_token_ids)` → the encoded
       context `{"prompt_token_ids", "prompt_padding_mask"}`, rows
-      `batch * n_docs`;
+      `batch * num_docs`;
     - `decode(encoded, decoder_token_ids)` → logits `(rows, time, vocab)`
       where `decoder_token_ids` is `[start, y_0, ..., y_{T-2}]` (the start
       token is replaced by the prompt) and output `t` predicts `y_t`;
@@ -135,16 +135,16 @@ class CausalLMGenerator(keras.layers.Layer):
 
         Args:
             question_token_ids: int `(batch, question_length)`.
-            passage_token_ids: int `(batch, n_docs, passage_length)`.
+            passage_token_ids: int `(batch, num_docs, passage_length)`.
 
         Returns:
             `{"prompt_token_ids": int32, "prompt_padding_mask": bool}`, both
-            `(batch * n_docs, prompt_length)`, passages of one question
+            `(batch * num_docs, prompt_length)`, passages of one question
             contiguous.
         """
         passage_token_ids = tf.cast(passage_token_ids, "int32")
-        n_docs = tf.shape(passage_token_ids)[1]
-        questions = tf.repeat(tf.cast(question_token_ids, "int32"), n_docs, axis=0)
+        num_docs = tf.shape(passage_token_ids)[1]
+        questions = tf.repeat(tf.cast(question_token_ids, "int32"), num_docs, axis=0)
         passages = tf.reshape(passage_token_ids, [-1, tf.shape(passage_token_ids)[-1]])
         rows = tf.shape(passages)[0]
         pieces = [
@@ -209,15 +209,15 @@ class CausalLMGenerator(keras.layers.Layer):
                                 padding_id=None):
         """Greedy RAG-Token decoding with a KV cache.
 
-        At every step the next-token distributions of all `n_docs` passages
+        At every step the next-token distributions of all `num_docs` passages
         are marginalised, `log P(y_t|x, y_<t) = logsumexp_z(log P(z|x) +
         log P(y_t|x, z, y_<t))`, and the arg-max is fed to every passage.
         One prefill of the prompts, then one cached step per token, in a
         `tf.while_loop` that stops when every answer has emitted `end_id`.
 
         Args:
-            encoded: `encode_prompts` output, rows `batch * n_docs`.
-            doc_log_probs: float32 `(batch, n_docs)`, `log P(z|x)`.
+            encoded: `encode_prompts` output, rows `batch * num_docs`.
+            doc_log_probs: float32 `(batch, num_docs)`, `log P(z|x)`.
             end_id: int, the token that ends answers.
             max_length: int, generated tokens at most.
             padding_id: int, emitted after `end_id` (default: the generator's).
@@ -235,7 +235,7 @@ class CausalLMGenerator(keras.layers.Layer):
         prompt = encoded["prompt_token_ids"]
         doc_log_probs = tf.cast(doc_log_probs, "float32")
         batch_size = tf.shape(doc_log_probs)[0]
-        n_docs = tf.shape(doc_log_probs)[1]
+        num_docs = tf.shape(doc_log_probs)[1]
         rows = tf.shape(prompt)[0]
         prompt_length = tf.shape(prompt)[1]
         total = prompt_length + max_length
@@ -252,7 +252,7 @@ class CausalLMGenerator(keras.layers.Layer):
 
         def choose(logits, finished):
             per_doc = tf.nn.log_softmax(logits, axis=-1)
-            per_doc = tf.reshape(per_doc, [batch_size, n_docs, vocabulary_size])
+            per_doc = tf.reshape(per_doc, [batch_size, num_docs, vocabulary_size])
             marginal = tf.reduce_logsumexp(doc_log_probs[:, :, None] + per_doc, axis=1)
             marginal = tf.where(finished[:, None], pad_only[None, :], marginal)
             token = tf.argmax(marginal, axis=-1, output_type="int32")
@@ -266,7 +266,7 @@ class CausalLMGenerator(keras.layers.Layer):
         finished = tf.equal(token, end_id)
 
         def step(t, ids, cache, token, scores, finished):
-            inputs = tf.repeat(token, n_docs, axis=0)[:, None]
+            inputs = tf.repeat(token, num_docs, axis=0)[:, None]
             logits, cache = self._call_with_cache(
                 inputs, cache, prompt_length + t - 1, key_mask
             )

@@ -50,7 +50,7 @@ class CausalLMRagQuestionAnswerer(RagQuestionAnswerer):
     ...     tie_word_embeddings=True)
     >>> model = build_causal_lm_rag_question_answerer(
     ...     index, TfidfQueryEncoder.from_encoder(tfidf), preprocessor, backbone,
-    ...     n_docs=2, lora_rank=2)
+    ...     num_docs=2, lora_rank=2)
     >>> model.compile(optimizer=keras.optimizers.Adam(1e-2))
     >>> history = model.fit(["What is the capital of Peru?"], ["Lima"], epochs=2, verbose=0)
     >>> answers = model.generate(["What is the capital of Peru?"], max_length=3)
@@ -128,14 +128,14 @@ class CausalLMRagQuestionAnswerer(RagQuestionAnswerer):
             answers.extend(text.decode("utf-8", errors="replace") for text in texts)
         return answers
 
-    def with_index(self, index, backend=None, n_docs=None):
+    def with_index(self, index, backend=None, num_docs=None):
         """A model answering from another knowledge base, sharing the weights."""
-        model = super().with_index(index, backend=backend, n_docs=n_docs)
+        model = super().with_index(index, backend=backend, num_docs=num_docs)
         return CausalLMRagQuestionAnswerer(model.preprocessor, model.rag)
 
 
 def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, causal_lm,
-                                          n_docs=3, k=None, marginalization="token",
+                                          num_docs=3, k=None, marginalization="token",
                                           backend="faiss", doc_score_scale=10.0,
                                           lora_rank=None, train_query_encoder=False):
     """Builds a `CausalLMRagQuestionAnswerer` over an index in one call.
@@ -149,8 +149,8 @@ def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, ca
             tokenizer with default lengths.
         causal_lm: a keras-hub llama-family `CausalLM` (e.g.
             `keras_ragkd.models.load_smollm2()`) or its backbone.
-        n_docs: passages per question.
-        k: retriever depth (defaults to `n_docs`).
+        num_docs: passages per question.
+        k: retriever depth (defaults to `num_docs`).
         marginalization: `"token"` or `"sequence"`.
         backend: `"faiss"` or `"tensor"`.
         doc_score_scale: initial multiplier of the scores in `P(z|x)`.
@@ -179,7 +179,7 @@ def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, ca
     ...     tie_word_embeddings=True)
     >>> model = build_causal_lm_rag_question_answerer(
     ...     index, TfidfQueryEncoder.from_encoder(tfidf), preprocessor, backbone,
-    ...     n_docs=2, lora_rank=2)
+    ...     num_docs=2, lora_rank=2)
     >>> sorted(v.path.split("/")[-1] for v in model.trainable_variables)[:3]
     ['log_doc_score_scale', 'lora_kernel_a', 'lora_kernel_a']
     """
@@ -191,12 +191,12 @@ def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, ca
     if lora_rank:
         backbone.enable_lora(lora_rank)
     generator = CausalLMGenerator.from_preprocessor(backbone, preprocessor)
-    retriever = make_passage_retriever(index, preprocessor, k or n_docs, backend)
+    retriever = make_passage_retriever(index, preprocessor, k or num_docs, backend)
     rag = RetrievalAugmentedGenerator(
         query_encoder,
         retriever,
         generator,
-        n_docs=n_docs,
+        num_docs=num_docs,
         marginalization=marginalization,
         doc_score_scale=doc_score_scale,
         padding_id=preprocessor.padding_id,

@@ -135,7 +135,7 @@ def with_retrieved_passages(dataset, index, query_encoder, k, passage_token_ids)
             updates are seen).
         query_encoder: the built Keras layer or model embedding `"query"`
             into the index's space; its weights are copied now.
-        k: positive int, candidates per query (at least the model's `n_docs`).
+        k: positive int, candidates per query (at least the model's `num_docs`).
         passage_token_ids: int array `(len(index), length)`, the tokens of
             each index row (e.g. `preprocessor.tokenize_passages(texts)`).
 

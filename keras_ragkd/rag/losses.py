@@ -79,7 +79,7 @@ class RagSequenceLoss(keras.losses.Loss):
     """Marginal sequence negative log-likelihood for RAG-Sequence models.
 
     `y_pred` are per-document token log-probabilities with `log P(z|x)` folded
-    into the first step, `(batch, n_docs, time, vocab)` (the output of a
+    into the first step, `(batch, num_docs, time, vocab)` (the output of a
     `RetrievalAugmentedGenerator` with `marginalization="sequence"`).
     The loss of an example is `-logsumexp_z(log P(z|x) + log P(y|x, z))`,
     optionally divided by the number of target tokens.

@@ -2,7 +2,7 @@
 
 `P(y|x) = sum_z P(z|x) P(y|x, z)` with `P(z|x) = softmax(doc_scores)`, computed
 in float32 log space with `logsumexp`. Invalid documents (the retriever found
-fewer than `n_docs` passages) get `P(z|x) = 0` and drop out of every sum.
+fewer than `num_docs` passages) get `P(z|x) = 0` and drop out of every sum.
 
 - RAG-Token marginalises each output token:
   `log P(y_t|x, y_<t) = logsumexp_z(log P(z|x) + log P(y_t|x, z, y_<t))`.
@@ -24,12 +24,12 @@ def document_log_probs(doc_scores, doc_mask=None):
     """Returns `log P(z|x)`, a masked log-softmax over the retrieved documents.
 
     Args:
-        doc_scores: float tensor `(batch, n_docs)`, retrieval scores.
-        doc_mask: optional bool tensor `(batch, n_docs)`, False for invalid
+        doc_scores: float tensor `(batch, num_docs)`, retrieval scores.
+        doc_mask: optional bool tensor `(batch, num_docs)`, False for invalid
             documents.
 
     Returns:
-        float32 tensor `(batch, n_docs)`; `NEGATIVE_LOG_PROB` where masked.
+        float32 tensor `(batch, num_docs)`; `NEGATIVE_LOG_PROB` where masked.
 
     Example:
 
@@ -51,8 +51,8 @@ def rag_token_marginal(doc_log_probs, token_log_probs):
     """Per-token marginal over documents (RAG-Token).
 
     Args:
-        doc_log_probs: float tensor `(batch, n_docs)`, `log P(z|x)`.
-        token_log_probs: float tensor `(batch, n_docs, time, vocab)`,
+        doc_log_probs: float tensor `(batch, num_docs)`, `log P(z|x)`.
+        token_log_probs: float tensor `(batch, num_docs, time, vocab)`,
             `log P(y_t|x, z, y_<t)` (normalised over `vocab`).
 
     Returns:
@@ -76,11 +76,11 @@ def add_document_log_probs(doc_log_probs, token_log_probs):
     """Adds `log P(z|x)` to every entry of the first decoding step (RAG-Sequence).
 
     Args:
-        doc_log_probs: float tensor `(batch, n_docs)`.
-        token_log_probs: float tensor `(batch, n_docs, time, vocab)`.
+        doc_log_probs: float tensor `(batch, num_docs)`.
+        token_log_probs: float tensor `(batch, num_docs, time, vocab)`.
 
     Returns:
-        float32 tensor `(batch, n_docs, time, vocab)`.
+        float32 tensor `(batch, num_docs, time, vocab)`.
 
     Example:
 
@@ -101,7 +101,7 @@ def sequence_log_likelihood(labels, joint_log_probs, padding_id=0, label_smoothi
     Args:
         labels: int tensor `(batch, time)`, target ids; `padding_id` marks
             padding (the first step always counts: it holds `log P(z|x)`).
-        joint_log_probs: float tensor `(batch, n_docs, time, vocab)` from
+        joint_log_probs: float tensor `(batch, num_docs, time, vocab)` from
             `add_document_log_probs`.
         padding_id: int, the id of padding labels.
         label_smoothing: float in [0, 1): mixes in the document-marginal of
@@ -120,12 +120,12 @@ def sequence_log_likelihood(labels, joint_log_probs, padding_id=0, label_smoothi
     """
     joint_log_probs = tf.cast(joint_log_probs, "float32")
     labels = tf.cast(labels, "int32")
-    n_docs = tf.shape(joint_log_probs)[1]
+    num_docs = tf.shape(joint_log_probs)[1]
     valid = tf.not_equal(labels, padding_id)
     first_step = tf.one_hot(0, tf.shape(labels)[1], on_value=True, off_value=False)
     valid = tf.logical_or(valid, first_step[None, :])
     weights = tf.cast(valid, "float32")[:, None, :]
-    tiled_labels = tf.tile(labels[:, None, :], [1, n_docs, 1])
+    tiled_labels = tf.tile(labels[:, None, :], [1, num_docs, 1])
     picked = tf.gather(joint_log_probs, tiled_labels, axis=-1, batch_dims=3)
     log_likelihood = tf.reduce_logsumexp(
         tf.reduce_sum(picked * weights, axis=-1), axis=1

@@ -124,7 +124,7 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
     >>> keras.utils.set_random_seed(0)
     >>> model = build_rag_question_answerer(
     ...     index, TfidfQueryEncoder.from_encoder(tfidf), preprocessor,
-    ...     generator="tiny", n_docs=2)
+    ...     generator="tiny", num_docs=2)
     >>> model.compile(optimizer=keras.optimizers.Adam(5e-3))
     >>> history = model.fit([q["question"] for q in qa], [q["answer"] for q in qa],
     ...                     batch_size=8, epochs=20, verbose=0)
@@ -332,7 +332,7 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
         Returns:
             A `tf.function` taking `tf.string` `(batch,)` and returning a dict
             `{"answers": tf.string (batch,), "passage_ids": tf.string
-            (batch, n_docs), "passage_probabilities": float32 (batch, n_docs)}`.
+            (batch, num_docs), "passage_probabilities": float32 (batch, num_docs)}`.
         """
         max_length = max_length or self.preprocessor.answer_length
         vocabulary_size = self.preprocessor.vocabulary_size
@@ -360,9 +360,9 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
 
         Returns:
             A `tf.function` taking `tf.string` `(batch,)` and returning a dict
-            `{"passage_ids", "passage_texts"` (tf.string `(batch, n_docs)`, `""`
+            `{"passage_ids", "passage_texts"` (tf.string `(batch, num_docs)`, `""`
             where nothing was found) `, "passage_probabilities"` (`P(z|x)`)
-            `, "passage_scores"}` (float32 `(batch, n_docs)`).
+            `, "passage_scores"}` (float32 `(batch, num_docs)`).
         """
         texts = tf.constant([p.text for p in self.rag.retriever.index.passages])
 
@@ -508,34 +508,34 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
             model.rag.retriever.set_backend(backend)
         return model
 
-    def with_index(self, index, backend=None, n_docs=None):
+    def with_index(self, index, backend=None, num_docs=None):
         """A model answering from another knowledge base, sharing the weights.
 
         The query encoder, generator and preprocessor are the same objects
         (nothing is retrained); the retriever is new, and so is the RAG layer,
         which starts from a copy of the current passage-posterior scale. With
-        `n_docs` the model reads another number of passages per question,
+        `num_docs` the model reads another number of passages per question,
         e.g. a teacher read through its student's top passages, so that the
         marginal it is distilled from mixes only passages the student sees.
 
         Args:
             index: a `PassageIndex` embedded by the same encoder family.
             backend: retriever backend; defaults to the current one.
-            n_docs: passages per question; defaults to the current number.
+            num_docs: passages per question; defaults to the current number.
         """
         check_query_encoder(self.rag.query_encoder, index)
         old = self.rag.retriever  # None for a model fed candidates by its input pipeline.
-        n_docs = self.rag.n_docs if n_docs is None else n_docs
-        depth = n_docs if old is None else old.k
-        if isinstance(n_docs, int) and n_docs > depth:
-            depth = n_docs  # Other values are checked by the layer.
+        num_docs = self.rag.num_docs if num_docs is None else num_docs
+        depth = num_docs if old is None else old.k
+        if isinstance(num_docs, int) and num_docs > depth:
+            depth = num_docs  # Other values are checked by the layer.
         backend = backend or (old.backend if old is not None else "faiss")
         retriever = make_passage_retriever(index, self.preprocessor, depth, backend=backend)
         rag = RetrievalAugmentedGenerator(
             self.rag.query_encoder,
             retriever,
             self.rag.generator,
-            n_docs=n_docs,
+            num_docs=num_docs,
             marginalization=self.rag.marginalization,
             doc_score_scale=self.rag.initial_doc_score_scale,
             train_doc_score_scale=self.rag.train_doc_score_scale,
@@ -676,7 +676,7 @@ def build_generator(generator, preprocessor, dropout=0.1):
 
 
 def build_rag_question_answerer(index, query_encoder, preprocessor, generator="small",
-                                n_docs=3, k=None, marginalization="token",
+                                num_docs=3, k=None, marginalization="token",
                                 backend="faiss", doc_score_scale=10.0, dropout=0.1,
                                 train_query_encoder=False):
     """Builds a `RagQuestionAnswerer` over an index in one call.
@@ -693,8 +693,8 @@ def build_rag_question_answerer(index, query_encoder, preprocessor, generator="s
             arguments (`source_encoder="minilm"` builds a `MiniLMReader` on
             the preprocessor's vocabulary; `"reader_fine_tune_layers": n`
             trains its top `n` layers), or a generator layer.
-        n_docs: passages per question.
-        k: retriever depth (defaults to `n_docs`).
+        num_docs: passages per question.
+        k: retriever depth (defaults to `num_docs`).
         marginalization: `"token"` or `"sequence"`.
         backend: `"faiss"` or `"tensor"`.
         doc_score_scale: initial multiplier of the scores in `P(z|x)`.
@@ -721,19 +721,19 @@ def build_rag_question_answerer(index, query_encoder, preprocessor, generator="s
     ...     load_minilm_tokenizer(), [p["text"] for p in passages])
     >>> model = build_rag_question_answerer(
     ...     index, TfidfQueryEncoder.from_encoder(tfidf), preprocessor,
-    ...     generator="tiny", n_docs=2)
+    ...     generator="tiny", num_docs=2)
     >>> model.retrieve(["What is the capital of Peru?"])[0][0]["id"]
     'peru/capital'
     """
     check_query_encoder(query_encoder, index)
     query_encoder.trainable = bool(train_query_encoder)
     generator = build_generator(generator, preprocessor, dropout)
-    retriever = make_passage_retriever(index, preprocessor, k or n_docs, backend)
+    retriever = make_passage_retriever(index, preprocessor, k or num_docs, backend)
     rag = RetrievalAugmentedGenerator(
         query_encoder,
         retriever,
         generator,
-        n_docs=n_docs,
+        num_docs=num_docs,
         marginalization=marginalization,
         doc_score_scale=doc_score_scale,
     )

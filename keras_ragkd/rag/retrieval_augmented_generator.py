@@ -32,7 +32,7 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
 
     For each input the `query_encoder` embeds the query, the `retriever`
     (a `keras_ragkd.retrieval.PassageRetriever`, FAISS via `tf.py_function`
-    or in-graph) returns `n_docs` passages with their token ids and scores
+    or in-graph) returns `num_docs` passages with their token ids and scores
     `<q, d_z>` recomputed in the graph, the `generator` reads
     `[question tokens; passage tokens]` for each passage, and the per-passage
     distributions are marginalised with `P(z|x) = softmax(scale * scores)`:
@@ -41,7 +41,7 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
       log-probabilities `log P(y_t|x, y_<t)`; train with
       `RagTokenLoss` or `SparseCategoricalCrossentropy(from_logits=True)`,
       distil with the `Distiller`.
-    - `marginalization="sequence"`: output `(batch, n_docs, time, vocab)`
+    - `marginalization="sequence"`: output `(batch, num_docs, time, vocab)`
       per-passage log-probabilities with `log P(z|x)` folded into the first
       step; train with `RagSequenceLoss`.
 
@@ -76,10 +76,10 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
     Args:
         query_encoder: Keras layer, query → `(batch, dim)` embeddings.
         retriever: `PassageRetriever` built with `passage_token_ids`, whose
-            `k >= n_docs`; or `None` when every input carries retrieved
+            `k >= num_docs`; or `None` when every input carries retrieved
             candidates (retrieval in the input pipeline).
         generator: Keras layer, see above.
-        n_docs: int, passages per input.
+        num_docs: int, passages per input.
         marginalization: `"token"` or `"sequence"`.
         doc_score_scale: positive float, initial multiplier of the retrieval
             scores in `P(z|x)` (unit-norm embeddings give scores in [-1, 1]).
@@ -108,7 +108,7 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
     >>> generator = CopyTransformerGenerator(20, hidden_dim=8, num_heads=2,
     ...     intermediate_dim=16, max_sequence_length=8)
     >>> rag = RetrievalAugmentedGenerator(query_encoder, retriever, generator,
-    ...                                   n_docs=2)
+    ...                                   num_docs=2)
     >>> question = np.array([[5, 6, 0]])
     >>> log_probs = rag({"query": question, "question_token_ids": question,
     ...                  "decoder_token_ids": np.array([[2, 7]])})
@@ -121,7 +121,7 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
         query_encoder,
         retriever,
         generator,
-        n_docs=5,
+        num_docs=5,
         marginalization="token",
         doc_score_scale=10.0,
         train_doc_score_scale=True,
@@ -135,9 +135,9 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
                 f"`marginalization` must be one of {MARGINALIZATIONS}. "
                 f"Received: marginalization={marginalization!r}"
             )
-        if isinstance(n_docs, bool) or not isinstance(n_docs, int) or n_docs < 1:
+        if isinstance(num_docs, bool) or not isinstance(num_docs, int) or num_docs < 1:
             raise ValueError(
-                f"`n_docs` must be a positive integer. Received: n_docs={n_docs!r}"
+                f"`num_docs` must be a positive integer. Received: num_docs={num_docs!r}"
             )
         if isinstance(doc_score_scale, bool) or not (
             isinstance(doc_score_scale, numbers.Real)
@@ -148,16 +148,16 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
                 "`doc_score_scale` must be a positive finite number (it is learned as "
                 f"its logarithm). Received: doc_score_scale={doc_score_scale!r}"
             )
-        retriever_k = getattr(retriever, "k", n_docs)
-        if retriever_k < n_docs:
+        retriever_k = getattr(retriever, "k", num_docs)
+        if retriever_k < num_docs:
             raise ValueError(
-                "The retriever must return at least `n_docs` passages per "
-                f"query; its `k` is {retriever_k}. Received: n_docs={n_docs}"
+                "The retriever must return at least `num_docs` passages per "
+                f"query; its `k` is {retriever_k}. Received: num_docs={num_docs}"
             )
         self.query_encoder = query_encoder
         self.retriever = retriever
         self.generator = generator
-        self.n_docs = n_docs
+        self.num_docs = num_docs
         self.marginalization = marginalization
         self.initial_doc_score_scale = float(doc_score_scale)
         self.train_doc_score_scale = bool(train_doc_score_scale)
@@ -183,16 +183,16 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
         return tf.exp(tf.cast(self.log_doc_score_scale, "float32"))
 
     def retrieve(self, inputs, training=None):
-        """Embeds the queries and retrieves `n_docs` passages each.
+        """Embeds the queries and retrieves `num_docs` passages each.
 
         The passages come from the retriever, or from the candidates in
         `inputs` when it carries them (retrieval in the input pipeline).
 
         Returns:
-            A dict with `"rows"` int32 `(batch, n_docs)`, `"mask"` bool,
+            A dict with `"rows"` int32 `(batch, num_docs)`, `"mask"` bool,
             `"doc_scores"` float32 (raw inner products),
             `"doc_log_probs"` float32 `log P(z|x)` and
-            `"passage_token_ids"` int32 `(batch, n_docs, length)`.
+            `"passage_token_ids"` int32 `(batch, num_docs, length)`.
         """
         query_embeddings = self.query_encoder(inputs["query"], training=training)
         if has_candidates(inputs):
@@ -214,7 +214,7 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
                 "generator can read the passages. Received: retriever outputs "
                 f"{sorted(retrieved)}"
             )
-        n = self.n_docs
+        n = self.num_docs
         result = {
             "rows": retrieved["rows"][:, :n],
             "mask": tf.cast(retrieved["mask"][:, :n], "bool"),
@@ -228,16 +228,16 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
 
     def _check_candidate_count(self, rows):
         count = rows.shape[1]
-        if count is not None and count < self.n_docs:
+        if count is not None and count < self.num_docs:
             raise ValueError(
-                f"Inputs must carry at least `n_docs={self.n_docs}` candidates per "
+                f"Inputs must carry at least `num_docs={self.num_docs}` candidates per "
                 f"query. Received: candidate_rows.shape={tuple(rows.shape)}"
             )
 
     def _generator_sources(self, question_token_ids, passage_token_ids):
-        """`[question; passage]` ids `(batch * n_docs, source)` and the copy mask."""
+        """`[question; passage]` ids `(batch * num_docs, source)` and the copy mask."""
         question_token_ids = tf.cast(question_token_ids, "int32")
-        questions = tf.repeat(question_token_ids, self.n_docs, axis=0)
+        questions = tf.repeat(question_token_ids, self.num_docs, axis=0)
         passages = tf.reshape(
             passage_token_ids, [-1, tf.shape(passage_token_ids)[-1]]
         )
@@ -270,7 +270,7 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
         return {"retrieved": retrieved, "encoded": encoded}
 
     def _token_log_probs(self, encoded, decoder_token_ids, training=None):
-        """Per-passage log-probabilities, `(batch * n_docs, time, vocab)`."""
+        """Per-passage log-probabilities, `(batch * num_docs, time, vocab)`."""
         if hasattr(self.generator, "decode"):
             outputs = self.generator.decode(encoded, decoder_token_ids, training=training)
         else:
@@ -282,13 +282,13 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
     def call(self, inputs, training=None):
         context = self.encode_context(inputs, training=training)
         decoder_token_ids = tf.repeat(
-            tf.cast(inputs["decoder_token_ids"], "int32"), self.n_docs, axis=0
+            tf.cast(inputs["decoder_token_ids"], "int32"), self.num_docs, axis=0
         )
         log_probs = self._token_log_probs(
             context["encoded"], decoder_token_ids, training=training
         )
         shape = tf.shape(log_probs)
-        log_probs = tf.reshape(log_probs, [-1, self.n_docs, shape[1], shape[2]])
+        log_probs = tf.reshape(log_probs, [-1, self.num_docs, shape[1], shape[2]])
         doc_log_probs = context["retrieved"]["doc_log_probs"]
         if self.marginalization == "token":
             return rag_token_marginal(doc_log_probs, log_probs)
@@ -367,22 +367,22 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
         return tf.gather(per_doc, position, axis=1)
 
     def _token_search(self, context, batch_size, search):
-        beams, n_docs = search["num_beams"], self.n_docs
+        beams, num_docs = search["num_beams"], self.num_docs
         encoded = {
-            key: _repeat_groups(value, batch_size, n_docs, beams)
+            key: _repeat_groups(value, batch_size, num_docs, beams)
             for key, value in context["encoded"].items()
         }
         doc_log_probs = tf.repeat(context["retrieved"]["doc_log_probs"], beams, axis=0)
 
         def next_log_probs(ids, position):
-            last = self._next_token_log_probs(encoded, tf.repeat(ids, n_docs, axis=0), position)
-            last = tf.reshape(last, [-1, n_docs, search["vocabulary_size"]])
+            last = self._next_token_log_probs(encoded, tf.repeat(ids, num_docs, axis=0), position)
+            last = tf.reshape(last, [-1, num_docs, search["vocabulary_size"]])
             return tf.reduce_logsumexp(doc_log_probs[:, :, None] + last, axis=1)
 
         return beam_search(next_log_probs, batch_size, **search)
 
     def _sequence_search(self, context, batch_size, search):
-        beams, n_docs = search["num_beams"], self.n_docs
+        beams, num_docs = search["num_beams"], self.num_docs
         encoded = {
             key: tf.repeat(value, beams, axis=0)
             for key, value in context["encoded"].items()
@@ -391,9 +391,9 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
         def next_log_probs(ids, position):
             return self._next_token_log_probs(encoded, ids, position)
 
-        candidates, _ = beam_search(next_log_probs, batch_size * n_docs, **search)
-        n_candidates = n_docs * beams
-        candidates = tf.reshape(candidates, [batch_size, n_candidates, -1])
+        candidates, _ = beam_search(next_log_probs, batch_size * num_docs, **search)
+        num_candidates = num_docs * beams
+        candidates = tf.reshape(candidates, [batch_size, num_candidates, -1])
         scores = self._sequence_scores(context, batch_size, candidates, search["start_id"])
         best = tf.argmax(scores, axis=-1, output_type="int32")
         return (
@@ -402,22 +402,22 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
         )
 
     def _sequence_scores(self, context, batch_size, candidates, start_id):
-        """`log P(y|x)` of candidates `(batch, n_candidates, time)`."""
-        n_docs = self.n_docs
-        n_candidates = tf.shape(candidates)[1]
+        """`log P(y|x)` of candidates `(batch, num_candidates, time)`."""
+        num_docs = self.num_docs
+        num_candidates = tf.shape(candidates)[1]
         encoded = {
-            key: _repeat_groups(value, batch_size, n_docs, n_candidates)
+            key: _repeat_groups(value, batch_size, num_docs, num_candidates)
             for key, value in context["encoded"].items()
         }
-        labels = tf.reshape(candidates, [batch_size * n_candidates, -1])
+        labels = tf.reshape(candidates, [batch_size * num_candidates, -1])
         starts = tf.fill([tf.shape(labels)[0], 1], tf.constant(start_id, "int32"))
         decoder_ids = tf.concat([starts, labels[:, :-1]], axis=1)
-        per_doc = self._token_log_probs(encoded, tf.repeat(decoder_ids, n_docs, axis=0))
-        doc_labels = tf.repeat(labels, n_docs, axis=0)
+        per_doc = self._token_log_probs(encoded, tf.repeat(decoder_ids, num_docs, axis=0))
+        doc_labels = tf.repeat(labels, num_docs, axis=0)
         picked = tf.gather(per_doc, doc_labels, axis=-1, batch_dims=2)
         valid = tf.cast(tf.not_equal(doc_labels, self.padding_id), "float32")
         sequence = tf.reshape(
-            tf.reduce_sum(picked * valid, axis=-1), [batch_size, n_candidates, n_docs]
+            tf.reduce_sum(picked * valid, axis=-1), [batch_size, num_candidates, num_docs]
         )
         doc_log_probs = context["retrieved"]["doc_log_probs"][:, None, :]
         return tf.reduce_logsumexp(sequence + doc_log_probs, axis=-1)
@@ -429,7 +429,7 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
                 "query_encoder": keras.saving.serialize_keras_object(self.query_encoder),
                 "retriever": keras.saving.serialize_keras_object(self.retriever),
                 "generator": keras.saving.serialize_keras_object(self.generator),
-                "n_docs": self.n_docs,
+                "num_docs": self.num_docs,
                 "marginalization": self.marginalization,
                 "doc_score_scale": self.initial_doc_score_scale,
                 "train_doc_score_scale": self.train_doc_score_scale,

@@ -62,7 +62,7 @@ def rag_model(preprocessor, hidden_dim, seed):
         tie_word_embeddings=True,
     )
     return build_causal_lm_rag_question_answerer(index, encoder, preprocessor, backbone,
-                                                 n_docs=2, doc_score_scale=5.0)
+                                                 num_docs=2, doc_score_scale=5.0)
 
 
 @pytest.fixture(scope="module")

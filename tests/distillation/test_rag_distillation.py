@@ -48,11 +48,11 @@ def rag_pair():
     index = PassageIndex.from_embeddings(passages, np.asarray(encoder(passage_ids)))
     keras.utils.set_random_seed(1)
     teacher = build_rag_question_answerer(
-        index, encoder, preprocessor, generator="tiny", n_docs=2, backend="tensor"
+        index, encoder, preprocessor, generator="tiny", num_docs=2, backend="tensor"
     )
     keras.utils.set_random_seed(2)
     student = build_rag_question_answerer(
-        index, encoder, preprocessor, generator=TINY, n_docs=1, backend="tensor"
+        index, encoder, preprocessor, generator=TINY, num_docs=1, backend="tensor"
     )
     return teacher, student, preprocessor, questions
 

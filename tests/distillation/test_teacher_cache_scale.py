@@ -139,7 +139,7 @@ def test_provenance_records_the_teacher_and_the_caller(tmp_path):
     assert recorded["teacher"]["parameters"] == teacher.count_params() == 1600 + 16 * 64 + 64
     assert recorded["teacher"]["weights_sha256"] == weights_fingerprint(teacher)
     assert recorded["caller"] == {"preset": "tiny", "step": 3}
-    assert recorded["index"] is None and recorded["n_docs"] is None
+    assert recorded["index"] is None and recorded["num_docs"] is None
     teacher.layers[-1].bias.assign(np.ones(64, "float32"))
     assert weights_fingerprint(teacher) != recorded["teacher"]["weights_sha256"]
     with pytest.raises(TypeError, match=r"JSON-serialisable.*Received: provenance="):
@@ -147,7 +147,7 @@ def test_provenance_records_the_teacher_and_the_caller(tmp_path):
 
 
 @pytest.mark.slow
-def test_rag_teacher_provenance_records_its_index_and_n_docs(tmp_path):
+def test_rag_teacher_provenance_records_its_index_and_num_docs(tmp_path):
     from keras_ragkd.data.countries import country_passages
     from keras_ragkd.rag import RagPreprocessor
     from keras_ragkd.rag import RagQuestionAnswerer
@@ -160,13 +160,13 @@ def test_rag_teacher_provenance_records_its_index_and_n_docs(tmp_path):
         load_minilm_tokenizer(), [p["text"] for p in passages] + questions + ["Paris", "Lima"],
         question_length=12, passage_length=16, answer_length=4, query_as_text=False,
     )
-    teacher = RagQuestionAnswerer(preprocessor, token_rag(preprocessor, passages, n_docs=2))
+    teacher = RagQuestionAnswerer(preprocessor, token_rag(preprocessor, passages, num_docs=2))
     data = teacher.preprocess(questions, ["Paris", "Lima"], batch_size=2)
     cache = TeacherCache.build(teacher, data, tmp_path / "c", top_k=4, temperature=1.0,
                                verbose=0)
     index = teacher.rag.retriever.index
     recorded = cache.provenance
-    assert recorded["n_docs"] == 2 and recorded["marginalization"] == "token"
+    assert recorded["num_docs"] == 2 and recorded["marginalization"] == "token"
     assert recorded["index"]["passages"] == len(index) == len(passages)
     assert recorded["index"]["dim"] == index.dim and len(recorded["index"]["sha256"]) == 64
     assert recorded["teacher"]["parameters"] == teacher.count_params()

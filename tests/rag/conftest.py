@@ -68,20 +68,20 @@ def tiny_generator(vocabulary_size, seed=0):
     )
 
 
-def token_rag(preprocessor, passages, n_docs=3, k=None, backend="faiss",
+def token_rag(preprocessor, passages, num_docs=3, k=None, backend="faiss",
               marginalization="token"):
     """A RAG layer over `passages` with token-id query encoder and tiny generator."""
     encoder = token_query_encoder(preprocessor.vocabulary_size)
     passage_ids = preprocessor.tokenize_passages([p["text"] for p in passages])
     index = PassageIndex.from_embeddings(passages, np.asarray(encoder(passage_ids)))
     retriever = PassageRetriever(
-        index, k=k or n_docs, backend=backend, passage_token_ids=passage_ids
+        index, k=k or num_docs, backend=backend, passage_token_ids=passage_ids
     )
     return RetrievalAugmentedGenerator(
         encoder,
         retriever,
         tiny_generator(preprocessor.vocabulary_size),
-        n_docs=n_docs,
+        num_docs=num_docs,
         marginalization=marginalization,
         doc_score_scale=5.0,
     )
@@ -113,7 +113,7 @@ def trained(kb, encoder):
     )
     keras.utils.set_random_seed(0)
     model = build_rag_question_answerer(
-        index, encoder, preprocessor, generator="tiny", n_docs=2, dropout=0.0
+        index, encoder, preprocessor, generator="tiny", num_docs=2, dropout=0.0
     )
     model.compile(optimizer=keras.optimizers.Adam(5e-3))
     history = model.fit(

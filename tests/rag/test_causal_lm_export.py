@@ -71,7 +71,7 @@ def model():
         num_key_value_heads=1, hidden_dim=16, intermediate_dim=32, tie_word_embeddings=True,
     )
     return build_causal_lm_rag_question_answerer(index, encoder, preprocessor, backbone,
-                                                 n_docs=2)
+                                                 num_docs=2)
 
 
 @pytest.mark.slow

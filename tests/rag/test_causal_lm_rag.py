@@ -90,7 +90,7 @@ def make_preprocessor(tokenizer, question_length=40, passage_length=40, answer_l
     )
 
 
-def make_model(tokenizer, passages, preprocessor=None, n_docs=2, marginalization="token",
+def make_model(tokenizer, passages, preprocessor=None, num_docs=2, marginalization="token",
                lora_rank=None, seed=0, dtype=None):
     """A task model: token-id query encoder, FAISS Flat index, tiny llama."""
     preprocessor = preprocessor or make_preprocessor(tokenizer)
@@ -99,7 +99,7 @@ def make_model(tokenizer, passages, preprocessor=None, n_docs=2, marginalization
     index = PassageIndex.from_embeddings(passages, np.asarray(encoder(passage_ids)))
     return build_causal_lm_rag_question_answerer(
         index, encoder, preprocessor, tiny_backbone(preprocessor.vocabulary_size, seed, dtype),
-        n_docs=n_docs, marginalization=marginalization, doc_score_scale=5.0,
+        num_docs=num_docs, marginalization=marginalization, doc_score_scale=5.0,
         lora_rank=lora_rank, train_query_encoder=True,
     )
 
@@ -157,7 +157,7 @@ def test_marginal_matches_numpy_reference(tokenizer, passages, marginalization):
     T = labels.shape[1]
     for b in range(2):
         per_doc = []
-        for z in range(rag.n_docs):
+        for z in range(rag.num_docs):
             passage = [t for t in table[retrieved["rows"][b, z]] if t != pad]
             question = [t for t in x["question_token_ids"][b].numpy() if t != pad]
             answer = x["decoder_token_ids"][b].numpy()[1:].tolist()
@@ -167,7 +167,7 @@ def test_marginal_matches_numpy_reference(tokenizer, passages, marginalization):
             hidden = backbone({"token_ids": ids, "padding_mask": np.ones_like(ids)})
             logits = backbone.token_embedding(hidden, reverse=True).numpy()[0]
             per_doc.append(_log_softmax(logits[len(prompt) - 1 : len(prompt) - 1 + T]))
-        per_doc = np.stack(per_doc)  # (n_docs, T, V)
+        per_doc = np.stack(per_doc)  # (num_docs, T, V)
         doc_lp = _log_softmax(scale * retrieved["doc_scores"][b].numpy())
         if marginalization == "token":
             expected = _logsumexp(doc_lp[:, None, None] + per_doc, axis=0)
@@ -316,10 +316,10 @@ def test_keras_file_round_trip(trained, tmp_path):
 
 def test_with_index_shares_the_generator(trained):
     model, _ = trained
-    swapped = model.with_index(model.rag.retriever.index, n_docs=1)
+    swapped = model.with_index(model.rag.retriever.index, num_docs=1)
     assert isinstance(swapped, CausalLMRagQuestionAnswerer)
     assert swapped.rag.generator is model.rag.generator
-    assert swapped.rag.n_docs == 1
+    assert swapped.rag.num_docs == 1
 
 
 def test_generator_validation(tokenizer):
@@ -350,7 +350,7 @@ def test_smollm2_reads_the_retrieved_passage():
         answer_length=12,
     )
     model = build_causal_lm_rag_question_answerer(
-        index, encoder, preprocessor, causal_lm, n_docs=2)
+        index, encoder, preprocessor, causal_lm, num_docs=2)
     question = "What is the capital of Zubrowka?"
     x = preprocessor(tf.constant([question]))
     ids = model.rag.generator.encode_prompts(

@@ -60,7 +60,7 @@ def test_follow_rate():
 @pytest.fixture(scope="module")
 def tiny_model(kb, token_preprocessor):
     passages, _ = kb
-    rag = token_rag(token_preprocessor, passages, n_docs=2)
+    rag = token_rag(token_preprocessor, passages, num_docs=2)
     return RagQuestionAnswerer(token_preprocessor, rag)
 
 

@@ -31,7 +31,7 @@ ATOL = 1e-7
 XLA_RTOL = 1e-5
 XLA_ATOL = 1e-5
 BATCH = 8
-N_DOCS = 3
+NUM_DOCS = 3
 K = 4
 
 
@@ -44,7 +44,7 @@ def _parts(preprocessor, passages, seed=0):
 
 def _rag(encoder, retriever, generator, marginalization="token"):
     return RetrievalAugmentedGenerator(
-        encoder, retriever, generator, n_docs=N_DOCS, marginalization=marginalization,
+        encoder, retriever, generator, num_docs=NUM_DOCS, marginalization=marginalization,
         doc_score_scale=5.0,
     )
 
@@ -95,7 +95,7 @@ def test_same_candidates_loss_and_gradients_as_in_model_faiss(kb, token_preproce
     for (x, y), (x_candidates, y_candidates) in zip(batches, pipeline):
         np.testing.assert_array_equal(y_candidates, y)
         in_graph = in_model.rag.retrieve(x)
-        np.testing.assert_array_equal(x_candidates["candidate_rows"][:, :N_DOCS],
+        np.testing.assert_array_equal(x_candidates["candidate_rows"][:, :NUM_DOCS],
                                       in_graph["rows"])
         results = []
         for model, inputs in ((in_model, x), (in_pipeline, x_candidates)):
@@ -197,7 +197,7 @@ def test_retriever_less_layer_round_trips_its_config(token_preprocessor, kb):
     encoder, _, _, generator = _parts(token_preprocessor, passages)
     rag = _rag(encoder, None, generator)
     restored = RetrievalAugmentedGenerator.from_config(rag.get_config())
-    assert restored.retriever is None and restored.n_docs == N_DOCS
+    assert restored.retriever is None and restored.num_docs == NUM_DOCS
 
 
 def test_bad_candidates_are_refused(kb, token_preprocessor):
@@ -210,7 +210,7 @@ def test_bad_candidates_are_refused(kb, token_preprocessor):
     candidates = next(iter(with_retrieved_passages(
         tf.data.Dataset.from_tensors(x), index, encoder, 2, passage_ids
     )))
-    with pytest.raises(ValueError, match="at least `n_docs=3` candidates"):
+    with pytest.raises(ValueError, match="at least `num_docs=3` candidates"):
         rag(candidates)
     partial = dict(x, candidate_rows=candidates["candidate_rows"])
     with pytest.raises(ValueError, match="need all of.*Received: keys"):

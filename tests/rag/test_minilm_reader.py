@@ -154,7 +154,7 @@ def test_minilm_reader_rag_model_fits_and_round_trips(kb, token_preprocessor, tm
         generator=dict(source_encoder="minilm", reader_fine_tune_layers=1, hidden_dim=32,
                        num_encoder_layers=1, num_decoder_layers=1, num_heads=2,
                        intermediate_dim=64),
-        n_docs=2,
+        num_docs=2,
     )
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     history = model.fit([q["question"] for q in questions], [q["answer"] for q in questions],

@@ -40,7 +40,7 @@ def _model(kb, train_query_encoder):
     )
     keras.utils.set_random_seed(0)
     model = build_rag_question_answerer(
-        index, encoder, preprocessor, generator="tiny", n_docs=2,
+        index, encoder, preprocessor, generator="tiny", num_docs=2,
         train_query_encoder=train_query_encoder,
     )
     return model, encoder, index

@@ -47,22 +47,22 @@ def test_retrieve_returns_passages_with_probabilities(trained):
 def test_with_index_reads_another_number_of_passages(trained, tmp_path):
     _, _, _, evaluator = trained
     index = evaluator.rag.retriever.index
-    wider = evaluator.with_index(index, n_docs=3)
-    assert wider.rag.n_docs == 3 and wider.rag.retriever.k == 3
+    wider = evaluator.with_index(index, num_docs=3)
+    assert wider.rag.num_docs == 3 and wider.rag.retriever.k == 3
     assert wider.rag.generator is evaluator.rag.generator
     np.testing.assert_allclose(
         wider.rag.doc_score_scale.numpy(), evaluator.rag.doc_score_scale.numpy()
     )
     assert len(wider.retrieve([FRANCE])[0]) == 3
-    (narrow,) = evaluator.with_index(index, n_docs=1).retrieve([FRANCE])
+    (narrow,) = evaluator.with_index(index, num_docs=1).retrieve([FRANCE])
     assert [r["id"] for r in narrow] == ["france/capital"]
     assert narrow[0]["probability"] == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="Received: n_docs=0"):
-        evaluator.with_index(index, n_docs=0)
+    with pytest.raises(ValueError, match="Received: num_docs=0"):
+        evaluator.with_index(index, num_docs=0)
     # A teacher read through a student's single passage feeds a cache.
     data = evaluator.preprocess([FRANCE, "What is the currency of Japan?"], ["Paris", "JPY"])
     cache = TeacherCache.build(
-        evaluator.with_index(index, n_docs=1), data, str(tmp_path / "cache"), top_k=4,
+        evaluator.with_index(index, num_docs=1), data, str(tmp_path / "cache"), top_k=4,
         temperature=1.0, verbose=0,
     )
     assert cache.count == 2
@@ -113,7 +113,7 @@ def test_rag_to_rag_distillation_through_distiller(kb, trained, encoder):
         teacher.preprocessor,
         generator={"hidden_dim": 12, "num_heads": 2, "intermediate_dim": 12,
                    "num_encoder_layers": 1, "num_decoder_layers": 1},
-        n_docs=1,
+        num_docs=1,
     )
     assert student.rag.generator.count_params() * 4 <= teacher.rag.generator.count_params()
     distiller = Distiller(teacher, student, alpha=0.5, temperature=2.0, ignore_class=0)
@@ -139,7 +139,7 @@ def test_jit_compile_with_tensor_backend(kb, token_preprocessor):
     index = PassageIndex.from_embeddings(passages, np.asarray(encoder(passage_ids)))
     keras.utils.set_random_seed(0)
     model = build_rag_question_answerer(
-        index, encoder, token_preprocessor, generator="tiny", n_docs=2, backend="tensor"
+        index, encoder, token_preprocessor, generator="tiny", num_docs=2, backend="tensor"
     )
     assert model.rag.retriever.supports_jit
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)

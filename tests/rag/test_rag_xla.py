@@ -38,7 +38,7 @@ def _rag_model(preprocessor, passages, approx, marginalization="token", seed=0):
     )
     rag = RetrievalAugmentedGenerator(
         encoder, retriever, tiny_generator(preprocessor.vocabulary_size, seed=seed),
-        n_docs=3, marginalization=marginalization, doc_score_scale=5.0,
+        num_docs=3, marginalization=marginalization, doc_score_scale=5.0,
     )
     return RagQuestionAnswerer(preprocessor, rag)
 

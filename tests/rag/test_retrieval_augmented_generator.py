@@ -27,7 +27,7 @@ def _per_document_reference(rag, x):
     """Retrieval outputs and per-document generator log-probs, computed by hand."""
     query = rag.query_encoder(x["query"])
     retrieved = rag.retriever(query)
-    k = rag.n_docs
+    k = rag.num_docs
     passage_ids = retrieved["passage_token_ids"].numpy()[:, :k]
     question_ids = x["question_token_ids"].numpy()
     batch = question_ids.shape[0]
@@ -53,7 +53,7 @@ def _per_document_reference(rag, x):
 
 def test_rag_token_output_matches_numpy_marginal(kb, token_preprocessor):
     passages, questions = kb
-    rag = token_rag(token_preprocessor, passages, n_docs=3)
+    rag = token_rag(token_preprocessor, passages, num_docs=3)
     x, _ = _batch(token_preprocessor, questions)
     doc_probs, per_doc = _per_document_reference(rag, x)
     expected = np.einsum("bk,bktv->btv", doc_probs, np.exp(per_doc))
@@ -63,7 +63,7 @@ def test_rag_token_output_matches_numpy_marginal(kb, token_preprocessor):
 
 def test_rag_sequence_output_and_loss_match_numpy(kb, token_preprocessor):
     passages, questions = kb
-    rag = token_rag(token_preprocessor, passages, n_docs=3, marginalization="sequence")
+    rag = token_rag(token_preprocessor, passages, num_docs=3, marginalization="sequence")
     x, y = _batch(token_preprocessor, questions)
     doc_probs, per_doc = _per_document_reference(rag, x)
     outputs = rag(x)
@@ -83,7 +83,7 @@ def test_rag_sequence_output_and_loss_match_numpy(kb, token_preprocessor):
 def test_invalid_retrievals_are_masked_out(kb, token_preprocessor):
     passages, questions = kb
     two = passages[:2]
-    rag = token_rag(token_preprocessor, two, n_docs=3)
+    rag = token_rag(token_preprocessor, two, num_docs=3)
     x, _ = _batch(token_preprocessor, questions)
     retrieved = rag.retrieve(x)
     assert retrieved["mask"].numpy()[:, :2].all() and not retrieved["mask"].numpy()[:, 2].any()
@@ -98,7 +98,7 @@ def test_invalid_retrievals_are_masked_out(kb, token_preprocessor):
 @pytest.mark.parametrize("marginalization", ["token", "sequence"])
 def test_gradient_reaches_query_encoder(kb, token_preprocessor, marginalization):
     passages, questions = kb
-    rag = token_rag(token_preprocessor, passages, n_docs=3, marginalization=marginalization)
+    rag = token_rag(token_preprocessor, passages, num_docs=3, marginalization=marginalization)
     x, y = _batch(token_preprocessor, questions)
     loss_fn = RagSequenceLoss() if marginalization == "sequence" else None
     with tf.GradientTape() as tape:
@@ -118,7 +118,7 @@ def test_gradient_reaches_query_encoder(kb, token_preprocessor, marginalization)
 
 def test_faiss_and_tensor_backends_agree(kb, token_preprocessor):
     passages, questions = kb
-    rag = token_rag(token_preprocessor, passages, n_docs=3, backend="faiss")
+    rag = token_rag(token_preprocessor, passages, num_docs=3, backend="faiss")
     x, _ = _batch(token_preprocessor, questions)
     faiss_rows = rag.retrieve(x)["rows"].numpy()
     faiss_outputs = rag(x).numpy()
@@ -130,7 +130,7 @@ def test_faiss_and_tensor_backends_agree(kb, token_preprocessor):
 @pytest.mark.parametrize("marginalization", ["token", "sequence"])
 def test_greedy_generation_is_consistent_with_call(kb, token_preprocessor, marginalization):
     passages, questions = kb
-    rag = token_rag(token_preprocessor, passages, n_docs=2, marginalization="token")
+    rag = token_rag(token_preprocessor, passages, num_docs=2, marginalization="token")
     x, _ = _batch(token_preprocessor, questions, size=3)
     ids, scores = rag.generate_token_ids(
         x, START_ID, END_ID, max_length=4, marginalization=marginalization
@@ -163,24 +163,24 @@ def test_greedy_generation_is_consistent_with_call(kb, token_preprocessor, margi
 
 def test_constructor_validation(kb, token_preprocessor):
     passages, _ = kb
-    rag = token_rag(token_preprocessor, passages, n_docs=2)
+    rag = token_rag(token_preprocessor, passages, num_docs=2)
     with pytest.raises(ValueError, match="Received: marginalization='both'"):
         RetrievalAugmentedGenerator(
-            rag.query_encoder, rag.retriever, rag.generator, n_docs=2, marginalization="both"
+            rag.query_encoder, rag.retriever, rag.generator, num_docs=2, marginalization="both"
         )
-    with pytest.raises(ValueError, match="Received: n_docs=5"):
-        RetrievalAugmentedGenerator(rag.query_encoder, rag.retriever, rag.generator, n_docs=5)
+    with pytest.raises(ValueError, match="Received: num_docs=5"):
+        RetrievalAugmentedGenerator(rag.query_encoder, rag.retriever, rag.generator, num_docs=5)
     for scale in (0.0, -1.0, float("inf"), True, "10"):
         with pytest.raises(ValueError, match=f"Received: doc_score_scale={scale!r}"):
             RetrievalAugmentedGenerator(
-                rag.query_encoder, rag.retriever, rag.generator, n_docs=2,
+                rag.query_encoder, rag.retriever, rag.generator, num_docs=2,
                 doc_score_scale=scale,
             )
 
 
 def test_doc_score_scale_is_learned_in_log_space(kb, token_preprocessor):
     passages, questions = kb
-    rag = token_rag(token_preprocessor, passages, n_docs=3)
+    rag = token_rag(token_preprocessor, passages, num_docs=3)
     x, _ = _batch(token_preprocessor, questions)
     assert rag.log_doc_score_scale.trainable
     np.testing.assert_allclose(rag.doc_score_scale.numpy(), 5.0, rtol=1e-6)
@@ -202,7 +202,7 @@ def test_doc_score_scale_is_learned_in_log_space(kb, token_preprocessor):
         abs(np.log(rag.doc_score_scale.numpy() / 40.0)), 0.1, rtol=1e-2
     )
     frozen = RetrievalAugmentedGenerator(
-        rag.query_encoder, rag.retriever, rag.generator, n_docs=3,
+        rag.query_encoder, rag.retriever, rag.generator, num_docs=3,
         train_doc_score_scale=False,
     )
     assert not frozen.log_doc_score_scale.trainable
@@ -225,10 +225,10 @@ class _BagOfWordsGenerator(keras.layers.Layer):
 
 def test_any_generator_with_the_call_signature_works(kb, token_preprocessor):
     passages, questions = kb
-    rag = token_rag(token_preprocessor, passages, n_docs=2)
+    rag = token_rag(token_preprocessor, passages, num_docs=2)
     custom = RetrievalAugmentedGenerator(
         rag.query_encoder, rag.retriever, _BagOfWordsGenerator(token_preprocessor.vocabulary_size),
-        n_docs=2,
+        num_docs=2,
     )
     x, _ = _batch(token_preprocessor, questions)
     log_probs = custom(x).numpy()
@@ -242,7 +242,7 @@ def test_any_generator_with_the_call_signature_works(kb, token_preprocessor):
 
 def test_config_round_trip_and_files_with_the_plain_scale(kb, token_preprocessor, tmp_path):
     passages, questions = kb
-    rag = token_rag(token_preprocessor, passages, n_docs=2)
+    rag = token_rag(token_preprocessor, passages, num_docs=2)
     rag.retriever.index.save(str(tmp_path / "index"))
     x, _ = _batch(token_preprocessor, questions)
     rag.log_doc_score_scale.assign(np.log(12.0))
@@ -267,9 +267,9 @@ def test_config_round_trip_and_files_with_the_plain_scale(kb, token_preprocessor
 def test_mixed_precision_keeps_the_scale_in_float32(kb, token_preprocessor):
     passages, questions = kb
     x, _ = _batch(token_preprocessor, questions)
-    parts = token_rag(token_preprocessor, passages, n_docs=2)
+    parts = token_rag(token_preprocessor, passages, num_docs=2)
     rag = RetrievalAugmentedGenerator(
-        parts.query_encoder, parts.retriever, parts.generator, n_docs=2,
+        parts.query_encoder, parts.retriever, parts.generator, num_docs=2,
         dtype="mixed_bfloat16",
     )
     retrieved = rag.retrieve(x)

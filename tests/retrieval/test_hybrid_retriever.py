@@ -280,7 +280,7 @@ def test_a_rag_model_trains_through_the_hybrid_retriever(small_kb):
     generator = CopyTransformerGenerator(20, hidden_dim=8, num_heads=2, intermediate_dim=16,
                                          max_sequence_length=16)
     rag = RetrievalAugmentedGenerator(HybridQueryEncoder(dense, tfidf), retriever, generator,
-                                      n_docs=3)
+                                      num_docs=3)
     inputs = {
         "query": keras.Input((), dtype="string", name="query"),
         "question_token_ids": keras.Input((4,), dtype="int32", name="question_token_ids"),
