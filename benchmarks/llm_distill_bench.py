@@ -180,16 +180,6 @@ def training_batches(model, questions, batch_size):
     return pairs.batch(batch_size).map(model.preprocessor).cache()
 
 
-class RenormalisedTopK(distillation_losses.ForwardKL):
-    """Forward KL over the teacher's top-k tokens only, the tail dropped and both renormalised."""
-
-    def _compared_log_probs(self, teacher_outputs, student_log_probs, temperature):
-        teacher, student = super()._compared_log_probs(
-            teacher_outputs, student_log_probs, temperature)
-        return (tf.nn.log_softmax(teacher[..., :-1], axis=-1),
-                tf.nn.log_softmax(student[..., :-1], axis=-1))
-
-
 def student_model(args, teacher, data, seed, embedding_init="projection"):
     backbone = build_llama_student(
         teacher.rag.generator.backbone, hidden_dim=args.hidden_dim, num_layers=args.num_layers,
@@ -352,7 +342,7 @@ def main(argv=None):
         "distilled_random_embedding": distillation_losses.ForwardKL(),
         "reverse_kl": distillation_losses.ReverseKL(),
         "jsd_0.5": distillation_losses.GeneralizedJSD(beta=0.5),
-        "top_k_without_tail": RenormalisedTopK(),
+        "top_k_without_tail": distillation_losses.TopKKL(),
     }
     for name, loss in variant_losses.items():
         init = "random" if name == "distilled_random_embedding" else "projection"

@@ -10,6 +10,7 @@ from keras_ragkd.distillation.losses import DistillationLoss
 from keras_ragkd.distillation.losses import ForwardKL
 from keras_ragkd.distillation.losses import GeneralizedJSD
 from keras_ragkd.distillation.losses import ReverseKL
+from keras_ragkd.distillation.losses import TopKKL
 from keras_ragkd.distillation.losses import TopKTailKL
 from keras_ragkd.distillation.on_policy import OnPolicyBatches
 from keras_ragkd.distillation.on_policy import on_policy_schedule

@@ -308,6 +308,39 @@ class TopKTailKL(ForwardKL):
         return {"top_k": self.top_k, **super().get_config()}
 
 
+@keras.saving.register_keras_serializable(package="keras_ragkd")
+class TopKKL(TopKTailKL):
+    """Forward KL over the teacher's top-k tokens alone, renormalised, no tail.
+
+    What a cache that keeps only the top-k log-probabilities allows: both
+    distributions are restricted to the teacher's `k` tokens and renormalised
+    there, so the student is told nothing about the mass outside them (the
+    tail bucket of `TopKTailKL` is dropped). Kept to measure what the tail
+    buys; with `k` equal to the vocabulary it is the full forward KL.
+
+    Args:
+        top_k: number of teacher tokens kept from full logits; `None` only
+            with cached top-k teachers (which set `k` themselves).
+        temperature: `None` (the Distiller's) or a number `> 0`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> t = np.array([[2.0, 0.0, -9.0]], "float32")
+    >>> s = np.array([[2.0, 0.0, 5.0]], "float32")
+    >>> float(TopKKL(top_k=2)(t, s)) < 1e-6  # equal on the top 2, tail ignored
+    True
+    >>> float(TopKTailKL(top_k=2)(t, s)) > 1.0
+    True
+    """
+
+    def _compared_log_probs(self, teacher_outputs, student_log_probs, temperature):
+        teacher, student = super()._compared_log_probs(
+            teacher_outputs, student_log_probs, temperature)
+        return (ops.log_softmax(teacher[..., :-1], axis=-1),
+                ops.log_softmax(student[..., :-1], axis=-1))
+
+
 _NAMES = {
     "forward_kl": ForwardKL,
     "kl_divergence": ForwardKL,
@@ -315,6 +348,7 @@ _NAMES = {
     "jsd": GeneralizedJSD,
     "generalized_jsd": GeneralizedJSD,
     "top_k_tail_kl": TopKTailKL,
+    "top_k_kl": TopKKL,
 }
 
 
@@ -322,8 +356,8 @@ def get(identifier):
     """A distillation loss from an instance, a name or a serialized config.
 
     Names: `"forward_kl"` (also `"kl_divergence"`), `"reverse_kl"`, `"jsd"`
-    (`β = 0.5`; also `"generalized_jsd"`) and `"top_k_tail_kl"` (for cached
-    top-k teachers).
+    (`β = 0.5`; also `"generalized_jsd"`), `"top_k_tail_kl"` (for cached
+    top-k teachers) and `"top_k_kl"` (the same without the tail).
 
     Args:
         identifier: a `DistillationLoss`, one of the names, or the dict of

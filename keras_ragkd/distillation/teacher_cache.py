@@ -11,12 +11,13 @@ from keras_ragkd.distillation import cached_batch
 from keras_ragkd.distillation.teacher_cache_format import FORMAT_VERSION
 from keras_ragkd.distillation.teacher_cache_format import METADATA_FILE
 from keras_ragkd.distillation.teacher_cache_format import STORAGE_DTYPES
-from keras_ragkd.distillation.teacher_cache_format import check_array_file
+from keras_ragkd.distillation.teacher_cache_format import check_array_files
 from keras_ragkd.distillation.teacher_cache_format import read_metadata
 from keras_ragkd.distillation.teacher_cache_provenance import build_provenance
 from keras_ragkd.distillation.teacher_cache_provenance import data_fingerprint
 from keras_ragkd.distillation.teacher_cache_writer import write_cache
 from keras_ragkd.io_utils import remove_dead_staging
+from keras_ragkd.validation import is_integer
 
 # Caches up to this size are served from memory (in-graph), larger ones are
 # read batch by batch from the memory-mapped `.npy` files.
@@ -189,7 +190,7 @@ class TeacherCache:
             "count": count,
             "fingerprint": fingerprint,
             "batch_sizes": batch_sizes,
-            "top_k": top_k,
+            "top_k": None if top_k is None else int(top_k),
             "temperature": None if temperature is None else float(temperature),
             "dtype": _dtype_name(dtype),
             "provenance": build_provenance(teacher, provenance),
@@ -221,15 +222,8 @@ class TeacherCache:
             The `TeacherCache`.
         """
         directory = os.fspath(directory)
-        path = os.path.join(directory, METADATA_FILE)
-        if not os.path.isfile(path):
-            raise ValueError(
-                "Expected a TeacherCache folder containing "
-                f"{METADATA_FILE}. Received: directory={directory!r}"
-            )
-        metadata = read_metadata(path)
-        for name in metadata["fields"]:
-            check_array_file(directory, metadata, name, verify_checksums)
+        metadata = read_metadata(directory)
+        check_array_files(directory, metadata, verify_checksums)
         cache = cls(directory, metadata)
         cache.arrays()  # Checks each file's `.npy` header against the metadata.
         return cache
@@ -369,9 +363,7 @@ def _check_build_args(teacher, dataset, directory, top_k, temperature, dtype, ov
             "`dataset` must be a batched tf.data.Dataset. Received: "
             f"dataset={type(dataset).__name__}"
         )
-    if top_k is not None and (
-        not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1
-    ):
+    if top_k is not None and not is_integer(top_k):
         raise ValueError(f"`top_k` must be a positive int or None. Received: top_k={top_k!r}")
     if top_k is not None and (temperature is None or not temperature > 0):
         raise ValueError(

@@ -7,14 +7,14 @@ what built them (`provenance`) and each array file's size and SHA-256.
 `read_metadata` checks all of it before any file it names is opened.
 """
 
-import json
 import numbers
 import os
 
 from keras_ragkd.distillation import cached_batch
-from keras_ragkd.io_utils import is_inside
+from keras_ragkd.io_utils import check_files
 from keras_ragkd.io_utils import is_member_name
-from keras_ragkd.io_utils import sha256_of
+from keras_ragkd.io_utils import read_json_record
+from keras_ragkd.validation import is_integer
 
 METADATA_FILE = "metadata.json"
 # 2: `metadata.json` records each array file's size and SHA-256.
@@ -33,56 +33,28 @@ _REQUIRED_KEYS = ("count", "fingerprint", "batch_sizes", "fields", "top_k",
                   "temperature", "dtype", "vocabulary_size", "provenance", "files")
 
 
-def check_format_version(version, path):
-    """Raises `ValueError` unless `version` is the one this code reads.
-
-    Example:
-
-    >>> check_format_version(FORMAT_VERSION, "metadata.json")
-    >>> check_format_version(2, "metadata.json")
-    Traceback (most recent call last):
-    ...
-    ValueError: Unsupported TeacherCache format... Received: format_version=2 in 'metadata.json'
-    """
-    if version == FORMAT_VERSION:
-        return
-    advice = (
-        "rebuild it with `TeacherCache.build`"
-        if isinstance(version, int) and not isinstance(version, bool) and version < FORMAT_VERSION
-        else "it was written by a newer keras_ragkd, or is not a TeacherCache"
-    )
-    raise ValueError(
-        f"Unsupported TeacherCache format: this keras_ragkd reads version "
-        f"{FORMAT_VERSION} only; {advice}. Received: format_version={version!r} in {path!r}"
-    )
-
-
-def is_count(value, minimum=0):
-    """Whether `value` is an int (not a bool) `>= minimum`."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and (
-        value >= minimum
-    )
-
-
-def read_metadata(path):
-    """Parses and checks `metadata.json` before any file it names is opened.
+def read_metadata(directory):
+    """Parses and checks a cache folder's `metadata.json` before any file it
+    names is opened.
 
     Args:
-        path: the `metadata.json` file.
+        directory: the cache folder.
 
     Returns:
         The metadata dict.
+
+    Example:
+
+    >>> import tempfile
+    >>> read_metadata(tempfile.mkdtemp())
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected a folder written by `TeacherCache.build`: ...metadata.json' is not \
+a readable TeacherCache metadata (No such file or directory). Received: directory=...
     """
-    try:
-        with open(path, encoding="utf-8") as file:
-            metadata = json.load(file)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(
-            f"The TeacherCache metadata is not valid JSON ({error}). "
-            f"Received: file={path!r}"
-        ) from None
-    version = metadata.get("format_version") if isinstance(metadata, dict) else None
-    check_format_version(version, path)
+    path = os.path.join(directory, METADATA_FILE)
+    metadata = read_json_record(path, "TeacherCache metadata", "`TeacherCache.build`",
+                                FORMAT_VERSION)
     missing = [key for key in _REQUIRED_KEYS if key not in metadata]
     if missing:
         raise ValueError(
@@ -102,9 +74,9 @@ def _metadata_problems(metadata):
     fields, files = metadata["fields"], metadata["files"]
     batch_sizes = metadata["batch_sizes"]
     problems = []
-    if not is_count(metadata["count"]):
+    if not is_integer(metadata["count"], minimum=0):
         problems.append(f"count={metadata['count']!r}")
-    if not (isinstance(batch_sizes, list) and all(is_count(b, 1) for b in batch_sizes)
+    if not (isinstance(batch_sizes, list) and all(is_integer(b) for b in batch_sizes)
             and sum(batch_sizes) == metadata["count"]):
         problems.append(f"batch_sizes={batch_sizes!r:.80}")
     if not isinstance(metadata["fingerprint"], str):
@@ -116,7 +88,7 @@ def _metadata_problems(metadata):
         isinstance(entry, dict)
         and entry.get("path") == f"{name}.npy"
         and is_member_name(entry["path"])
-        and is_count(entry.get("bytes"))
+        and is_integer(entry.get("bytes"), minimum=0)
         and isinstance(entry.get("sha256"), str)
         for name, entry in files.items()
     ):
@@ -125,7 +97,7 @@ def _metadata_problems(metadata):
             f"\"sha256\"}} entry per field)={files!r:.200}"
         )
     top_k, temperature = metadata["top_k"], metadata["temperature"]
-    if not (top_k is None or is_count(top_k, 1)):
+    if not (top_k is None or is_integer(top_k)):
         problems.append(f"top_k={top_k!r}")
     if not (temperature is None or (
         isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
@@ -134,42 +106,20 @@ def _metadata_problems(metadata):
         problems.append(f"temperature={temperature!r}")
     if metadata["dtype"] not in STORAGE_DTYPES:
         problems.append(f"dtype={metadata['dtype']!r:.40}")
-    if not is_count(metadata["vocabulary_size"], 1):
+    if not is_integer(metadata["vocabulary_size"]):
         problems.append(f"vocabulary_size={metadata['vocabulary_size']!r:.40}")
     if not isinstance(metadata["provenance"], dict):
         problems.append(f"provenance={metadata['provenance']!r:.80}")
     return problems
 
 
-def check_array_file(directory, metadata, name, verify_checksums):
-    """Checks one array file against its `metadata.json` entry.
+def check_array_files(directory, metadata, verify_checksums):
+    """Checks every array file against its `metadata.json` entry.
 
     Args:
         directory: the cache folder.
         metadata: its checked metadata (`read_metadata`).
-        name: the field.
-        verify_checksums: bool, also compare the file's SHA-256.
+        verify_checksums: bool, also compare the files' SHA-256.
     """
-    entry = metadata["files"][name]
-    path = os.path.join(directory, entry["path"])
-    if not os.path.isfile(path):
-        raise ValueError(
-            f"The TeacherCache in {directory!r} is incomplete. "
-            f"Received: missing file={path!r}"
-        )
-    if not is_inside(path, directory):
-        raise ValueError(
-            f"A TeacherCache file is a link to a file outside the cache folder "
-            f"{directory!r}. Received: file={path!r} -> {os.path.realpath(path)!r}"
-        )
-    size = os.path.getsize(path)
-    if size != entry["bytes"]:
-        raise ValueError(
-            f"A TeacherCache file is truncated or overwritten (expected "
-            f"{entry['bytes']} bytes). Received: file={path!r} of {size} bytes"
-        )
-    if verify_checksums and sha256_of(path) != entry["sha256"]:
-        raise ValueError(
-            "A TeacherCache file is corrupted (SHA-256 mismatch). "
-            f"Received: file={path!r}"
-        )
+    records = {entry["path"]: entry for entry in metadata["files"].values()}
+    check_files(directory, records, "TeacherCache", verify_checksums)

@@ -31,13 +31,14 @@ from keras_ragkd.distillation import top_k_tail
 from keras_ragkd.distillation.teacher_cache_format import FIELDS
 from keras_ragkd.distillation.teacher_cache_format import FORMAT_VERSION
 from keras_ragkd.distillation.teacher_cache_format import METADATA_FILE
-from keras_ragkd.distillation.teacher_cache_format import is_count
 from keras_ragkd.distillation.teacher_cache_provenance import input_dataset
 from keras_ragkd.distillation.teacher_cache_provenance import update_hash
-from keras_ragkd.io_utils import atomic_write
 from keras_ragkd.io_utils import file_record
 from keras_ragkd.io_utils import fsync_directory
+from keras_ragkd.io_utils import read_json_record
 from keras_ragkd.io_utils import replace_directory
+from keras_ragkd.io_utils import write_json
+from keras_ragkd.validation import is_integer
 
 PROGRESS_FILE = "progress.json"
 # A checkpoint (flush + progress record) at most this often, and after the
@@ -253,29 +254,24 @@ class _FieldFiles:
         self.arrays.clear()
 
 
-def _read_progress(staging):
-    try:
-        with open(os.path.join(staging, PROGRESS_FILE), encoding="utf-8") as file:
-            progress = json.load(file)
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    return progress if isinstance(progress, dict) else None
-
-
 def _resume(staging, files, key, num_batches):
     """`(batches on disk, vocabulary size)` in `staging` for this build.
 
-    `(0, None)` when nothing there belongs to it: the build starts over.
+    `(0, None)` when nothing there belongs to it (or no readable progress
+    record of this format): the build starts over.
     """
-    progress = _read_progress(staging)
-    if progress is None or progress.get("format_version") != FORMAT_VERSION or (
-        progress.get("resume_key") != key
-    ):
+    try:
+        progress = read_json_record(os.path.join(staging, PROGRESS_FILE),
+                                    "TeacherCache progress record", "`TeacherCache.build`",
+                                    FORMAT_VERSION)
+    except ValueError:
+        return 0, None
+    if progress.get("resume_key") != key:
         return 0, None
     done, specs = progress.get("batches_done"), progress.get("fields")
     vocabulary_size = progress.get("vocabulary_size")
-    if not (is_count(done, 1) and done <= num_batches and isinstance(specs, dict)
-            and is_count(vocabulary_size, 1) and files.reopen(specs)):
+    if not (is_integer(done) and done <= num_batches and isinstance(specs, dict)
+            and is_integer(vocabulary_size) and files.reopen(specs)):
         return 0, None
     return done, vocabulary_size
 
@@ -284,8 +280,7 @@ def _checkpoint(staging, files, key, done, vocabulary_size):
     files.flush()
     record = {"format_version": FORMAT_VERSION, "resume_key": key, "batches_done": done,
               "vocabulary_size": vocabulary_size, "fields": files.specs()}
-    atomic_write(os.path.join(staging, PROGRESS_FILE),
-                 lambda f: json.dump(record, f, indent=1), mode="w")
+    write_json(os.path.join(staging, PROGRESS_FILE), record)
 
 
 def _as_stored(fields, dtype, vocabulary_size):
@@ -336,8 +331,7 @@ def write_cache(teacher, dataset, directory, metadata, resume, verbose):
             files={name: {"path": f"{name}.npy", **file_record(files.path(name))}
                    for name in fields},
         )
-        atomic_write(os.path.join(staging, METADATA_FILE),
-                     lambda f: json.dump(metadata, f, indent=1), mode="w")
+        write_json(os.path.join(staging, METADATA_FILE), metadata)
         os.remove(os.path.join(staging, PROGRESS_FILE))
         fsync_directory(staging)
         replace_directory(staging, directory)

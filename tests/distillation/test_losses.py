@@ -10,6 +10,7 @@ from keras_ragkd.distillation import ForwardKL
 from keras_ragkd.distillation import GeneralizedJSD
 from keras_ragkd.distillation import LogitsDistillation
 from keras_ragkd.distillation import ReverseKL
+from keras_ragkd.distillation import TopKKL
 from keras_ragkd.distillation import TopKTailKL
 from keras_ragkd.distillation import cached_batch
 from keras_ragkd.distillation import kd_divergence
@@ -296,6 +297,23 @@ def test_top_k_tail_kl_with_the_whole_vocabulary_is_the_full_kl():
     )
 
 
+def test_top_k_kl_renormalises_the_top_k_and_drops_the_tail():
+    teacher, student = _logits((2, 3, 12), 17)
+    fields, indices = _cached_fields(teacher, 5, 1.5)
+    p_b, q_b = _numpy_buckets(teacher, student, indices, 1.5)
+    p_top = p_b[..., :-1] / p_b[..., :-1].sum(-1, keepdims=True)
+    q_top = q_b[..., :-1] / q_b[..., :-1].sum(-1, keepdims=True)
+    live = TopKKL(top_k=5).per_position(teacher, student, 1.5)
+    np.testing.assert_allclose(live, 1.5**2 * _kl(p_top, q_top), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        live, TopKKL().per_position(fields, student, 1.5), rtol=1e-5, atol=1e-6
+    )
+    whole = TopKKL(top_k=12).per_position(teacher, student, 1.5)
+    np.testing.assert_allclose(
+        whole, ForwardKL().per_position(teacher, student, 1.5), rtol=1e-4, atol=1e-5
+    )
+
+
 def test_cache_temperature_must_be_the_loss_temperature():
     teacher, student = _logits((2, 6), 15)
     fields, _ = _cached_fields(teacher, 3, 2.0)
@@ -317,7 +335,8 @@ def test_top_k_tail_kl_needs_k_for_full_logits():
 @pytest.mark.parametrize(
     "loss",
     [ForwardKL(), ReverseKL(temperature=2.0), GeneralizedJSD(beta=0.3),
-     TopKTailKL(top_k=4, temperature=1.5), LogitsDistillation(4.0, loss="reverse_kl")],
+     TopKTailKL(top_k=4, temperature=1.5), TopKKL(top_k=3),
+     LogitsDistillation(4.0, loss="reverse_kl")],
     ids=repr,
 )
 def test_losses_serialize_round_trip(loss):
@@ -336,6 +355,7 @@ def test_names_resolve_to_losses():
     assert isinstance(losses.get("reverse_kl"), ReverseKL)
     assert losses.get("jsd").beta == 0.5
     assert isinstance(losses.get("top_k_tail_kl"), TopKTailKL)
+    assert type(losses.get("top_k_kl")) is TopKKL
     jsd = GeneralizedJSD(beta=0.2)
     assert losses.get(jsd) is jsd
     assert isinstance(losses.get(keras.saving.serialize_keras_object(jsd)), GeneralizedJSD)
