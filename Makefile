@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/rag_countries.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q --durations=15 tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --durations=25 tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
