@@ -174,16 +174,17 @@ def worker_main(out_path, index_dir, steps):
 
     def rag_model(in_pipeline):
         encoder = query_encoder(preprocessor.vocabulary_size)
-        retriever = None if in_pipeline else PassageRetriever(
-            index, k=NUM_DOCS, passage_token_ids=passage_ids
-        )
+        retriever = None if in_pipeline else PassageRetriever(index, k=NUM_DOCS)
         keras.utils.set_random_seed(1)
         generator = CopyTransformerGenerator(
             preprocessor.vocabulary_size, hidden_dim=32, num_encoder_layers=1,
             num_decoder_layers=1, num_heads=2, intermediate_dim=64,
             max_sequence_length=40, dropout=0.0,
         )
-        rag = RetrievalAugmentedGenerator(encoder, retriever, generator, num_docs=NUM_DOCS)
+        rag = RetrievalAugmentedGenerator(
+            encoder, retriever, generator, None if in_pipeline else passage_ids,
+            num_docs=NUM_DOCS,
+        )
         return RagQuestionAnswerer(preprocessor, rag)
 
     def run_rag(in_pipeline, jit_compile=False):

@@ -66,13 +66,14 @@ from keras_ragkd.training_budget import TimeLimit
 from keras_ragkd.rag import build_generator
 from keras_ragkd.rag import build_rag_question_answerer
 from keras_ragkd.data import counterfactual_augment
-from keras_ragkd.rag import make_passage_retriever
+from keras_ragkd.rag import PassageTokenTable
 from keras_ragkd.rag.evaluation import answer_questions
 from keras_ragkd.rag.evaluation import latency_per_question
 from keras_ragkd.rag.evaluation import retrieval_recall
 from keras_ragkd.rag.evaluation import sample_questions
 from keras_ragkd.rag.evaluation import score_answers
 from keras_ragkd.retrieval import PassageIndex
+from keras_ragkd.retrieval import PassageRetriever
 from keras_ragkd.retrieval import load_minilm_encoder
 from keras_ragkd.models import load_minilm_tokenizer
 from results_io import save_figure
@@ -159,7 +160,8 @@ def closed_book_model(encoder, preprocessor, directory):
     index.save(os.path.join(directory, "closed_book_index"))
     generator = build_generator(TEACHER_GENERATOR, preprocessor)
     rag = RetrievalAugmentedGenerator(
-        encoder, make_passage_retriever(index, preprocessor, k=1), generator,
+        encoder, PassageRetriever(index, k=1), generator,
+        passage_tokens=PassageTokenTable.from_index(index, preprocessor),
         num_docs=1, copy_from_question=True,
     )
     return RagQuestionAnswerer(preprocessor, rag)

@@ -87,7 +87,7 @@ from keras_ragkd.training_budget import TimeLimit  # noqa: E402
 from keras_ragkd.rag import build_generator  # noqa: E402
 from keras_ragkd.rag import build_rag_question_answerer  # noqa: E402
 from keras_ragkd.data import counterfactual_augment  # noqa: E402
-from keras_ragkd.rag import make_passage_retriever  # noqa: E402
+from keras_ragkd.rag import PassageTokenTable  # noqa: E402
 from keras_ragkd.data import derange_facts  # noqa: E402
 from keras_ragkd.rag.evaluation import answer_questions  # noqa: E402
 from keras_ragkd.rag.evaluation import evaluate_answers  # noqa: E402
@@ -97,6 +97,7 @@ from keras_ragkd.rag.evaluation import retrieval_recall  # noqa: E402
 from keras_ragkd.rag.evaluation import sample_questions  # noqa: E402
 from keras_ragkd.rag.metrics import exact_match  # noqa: E402
 from keras_ragkd.retrieval import PassageIndex  # noqa: E402
+from keras_ragkd.retrieval import PassageRetriever  # noqa: E402
 from keras_ragkd.retrieval import load_minilm_encoder  # noqa: E402
 from keras_ragkd.retrieval.passage import as_passages  # noqa: E402
 from keras_ragkd.retrieval.passage import passage_text  # noqa: E402
@@ -394,8 +395,9 @@ def closed_book_model(encoder, preprocessor, generator, directory):
     index = PassageIndex.build(empty, encoder, verbose=0)
     index.save(os.path.join(directory, "indexes", "closed_book"))
     rag = RetrievalAugmentedGenerator(
-        encoder, make_passage_retriever(index, preprocessor, k=1),
-        build_generator(generator, preprocessor), num_docs=1, copy_from_question=True,
+        encoder, PassageRetriever(index, k=1), build_generator(generator, preprocessor),
+        passage_tokens=PassageTokenTable.from_index(index, preprocessor), num_docs=1,
+        copy_from_question=True,
     )
     return RagQuestionAnswerer(preprocessor, rag)
 

@@ -1,27 +1,33 @@
-"""Atomic file and folder writes shared by every artifact of the package.
+"""How every artifact of the package is written and read back: atomically, checked.
 
 A process killed in the middle of a save must leave the previous version
-loadable: files are written beside their destination and `os.replace`d;
-folders are staged beside theirs and swapped in with one atomic
-`renameat2(RENAME_EXCHANGE)` where the OS offers it.
+loadable: files are written beside their destination and `os.replace`d
+(`atomic_write`, `write_json`); folders are staged beside theirs
+(`write_folder`) and swapped in with one atomic
+`renameat2(RENAME_EXCHANGE)` where the OS offers it (`replace_directory`).
 
 `tempfile` creates private files (0600) and folders (0700); what is staged
 here gets the modes of any file the user writes (0666 / 0777 less the process
 umask) before it is moved into place, so an artifact on a shared machine is
 readable by the others just like `open(path, "w")` output.
 
-Readers check what they open: `sha256_of` / `file_record` give the size and
-checksum a manifest records, `is_member_name` refuses manifest entries
-that would lead outside their folder.
+Readers check what they open: `read_json_record` refuses a missing, garbled
+or other-version manifest; `file_record` gives the size and checksum a
+manifest records and `check_files` compares a folder with them, naming the
+damaged file; `is_member_name` refuses manifest entries that would lead
+outside their folder.
 """
 
 import ctypes
 import hashlib
+import json
 import os
 import shutil
 import socket
 import tempfile
 import uuid
+
+from keras_ragkd.validation import is_integer
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -155,6 +161,133 @@ def file_record(path):
     return {"bytes": os.path.getsize(path), "sha256": sha256_of(path)}
 
 
+def file_state(path, record, verify_checksums=True):
+    """How a file compares with its `file_record`: `"ok"`, `"missing"`,
+    `"size mismatch"`, `"checksum mismatch"` or `"size ok"` (checksum not
+    verified)."""
+    if not os.path.isfile(path):
+        return "missing"
+    if os.path.getsize(path) != record["bytes"]:
+        return "size mismatch"
+    if not verify_checksums:
+        return "size ok"
+    return "ok" if sha256_of(path) == record["sha256"] else "checksum mismatch"
+
+
+def check_files(folder, records, artifact, verify_checksums=True):
+    """Checks the files a manifest records, refusing the first damaged one by name.
+
+    Args:
+        folder: the folder the names are relative to; no file may lead
+            outside it (through a symbolic link).
+        records: `{relative path: {"bytes", "sha256"}}` (`file_record`),
+            names already checked with `is_member_name`.
+        artifact: what the folder is, for the messages (`"index"`).
+        verify_checksums: bool, also compare SHA-256 checksums.
+
+    Returns:
+        `{relative path: absolute path}`.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> write_json(os.path.join(folder, "a.json"), [1, 2])
+    >>> records = {"a.json": file_record(os.path.join(folder, "a.json"))}
+    >>> write_json(os.path.join(folder, "a.json"), [1])
+    >>> check_files(folder, records, "index")
+    Traceback (most recent call last):
+    ...
+    ValueError: An index file is truncated or overwritten (expected 10 bytes)...of 6 bytes
+    """
+    folder = os.fspath(folder)
+    article = "An" if artifact[0].lower() in "aeiou" else "A"
+    paths = {}
+    for name, record in sorted(records.items()):
+        path = os.path.join(folder, *name.split("/"))
+        if os.path.isfile(path) and not is_inside(path, folder):
+            raise ValueError(
+                f"{article} {artifact} file is a link to a file outside its folder "
+                f"{folder!r}. Received: file={path!r} -> {os.path.realpath(path)!r}"
+            )
+        state = file_state(path, record, verify_checksums)
+        if state == "missing":
+            raise ValueError(
+                f"The {artifact} in {folder!r} is incomplete. Received: missing file={path!r}"
+            )
+        if state == "size mismatch":
+            raise ValueError(
+                f"{article} {artifact} file is truncated or overwritten (expected "
+                f"{record['bytes']} bytes). Received: file={path!r} of "
+                f"{os.path.getsize(path)} bytes"
+            )
+        if state == "checksum mismatch":
+            raise ValueError(
+                f"{article} {artifact} file is corrupted (SHA-256 mismatch). "
+                f"Received: file={path!r}"
+            )
+        paths[name] = path
+    return paths
+
+
+def read_json_record(path, what, writer, version, version_key="format_version"):
+    """The JSON object in `path`, a manifest that records its format `version`.
+
+    Args:
+        path: the manifest or metadata file.
+        what: what the file is, for the messages (`"index manifest"`).
+        writer: what writes it (``"`PassageIndex.save`"``), for the messages.
+        version: the only value of `version_key` this code reads.
+        version_key: the key holding the format version.
+
+    Returns:
+        The parsed dict; its other keys are the caller's to check.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "manifest.json")
+    >>> write_json(path, {"format_version": 2, "count": 3})
+    >>> read_json_record(path, "index manifest", "`PassageIndex.save`", 2)["count"]
+    3
+    >>> read_json_record(path, "index manifest", "`PassageIndex.save`", 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: Unsupported index manifest format: this keras_ragkd reads version 1 only;
+    it was written by a newer keras_ragkd, or is not an index manifest.
+    Received: format_version=2 in '...manifest.json'
+    """
+    try:
+        with open(path, "rb") as file:
+            content = file.read()
+    except OSError as error:
+        raise ValueError(
+            f"Expected a folder written by {writer}: {path!r} is not a readable {what} "
+            f"({error.strerror}). Received: directory={os.path.dirname(path)!r}"
+        ) from None
+    try:
+        record = json.loads(content.decode("utf-8"))
+    except ValueError as error:  # Also `UnicodeDecodeError`.
+        raise ValueError(
+            f"The {what} is not valid JSON ({error}). Received: file={path!r}"
+        ) from None
+    if not isinstance(record, dict):
+        raise ValueError(f"The {what} must hold a JSON object. Received: file={path!r}")
+    found = record.get(version_key)
+    if found != version:
+        older = isinstance(version, int) and is_integer(found) and found < version
+        article = "an" if what[0].lower() in "aeiou" else "a"
+        advice = (
+            f"rebuild it with {writer}" if older
+            else f"it was written by a newer keras_ragkd, or is not {article} {what}"
+        )
+        raise ValueError(
+            f"Unsupported {what} format: this keras_ragkd reads version {version!r} only; "
+            f"{advice}. Received: {version_key}={found!r} in {path!r}"
+        )
+    return record
+
+
 def is_member_name(name, relative_path=False):
     """Whether `name` stays inside the folder it is joined to.
 
@@ -216,6 +349,22 @@ def atomic_write(path, write, mode="wb"):
     fsync_directory(folder)
 
 
+def write_json(path, content):
+    """Writes `content` as UTF-8 JSON to `path` atomically (see `atomic_write`).
+
+    Example:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "progress.json")
+    >>> write_json(path, {"batches_done": 3})
+    >>> json.load(open(path))
+    {'batches_done': 3}
+    """
+    atomic_write(
+        path, lambda f: json.dump(content, f, indent=1, sort_keys=True), mode="w"
+    )
+
+
 def _create_temporary_file(folder, prefix, suffix):
     """A new file, its mode right from creation (0666 less the umask)."""
     while True:
@@ -224,6 +373,55 @@ def _create_temporary_file(folder, prefix, suffix):
             return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
         except FileExistsError:
             continue
+
+
+def write_folder(path, write, kind):
+    """Calls `write(staging)` on a new folder beside `path`, then swaps it in.
+
+    The leftovers of killed writers of `path` are removed first; every file
+    written is flushed to disk before the finished folder replaces `path`
+    (`replace_directory`), so a crash at any point leaves the previous
+    version. A `write` that raises leaves nothing behind.
+
+    Args:
+        path: the destination folder (replaced if it exists).
+        write: callable that receives the staging folder and fills it.
+        kind: a word naming the staging folder (`.<name>.<kind>.<host>-<pid>.*`).
+
+    Returns:
+        The absolute destination path.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "model")
+    >>> def write(staging):
+    ...     write_json(os.path.join(staging, "config.json"), {"layers": 2})
+    >>> _ = write_folder(path, write, kind="export")
+    >>> os.listdir(path)
+    ['config.json']
+    """
+    path = os.path.abspath(os.fspath(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    remove_dead_staging(path)
+    staging = stage_beside(path, kind)
+    try:
+        write(staging)
+        _fsync_tree(staging)
+        replace_directory(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def _fsync_tree(folder):
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                fsync_file(path)
+        fsync_directory(root)
 
 
 def _exchange(first, second):

@@ -15,17 +15,16 @@ and swapped in atomically (`keras_ragkd.io_utils`), so a process killed while
 backing up leaves the previous backup whole.
 """
 
-import json
 import os
 import shutil
 
 import keras
 import numpy as np
 
-from keras_ragkd.io_utils import fsync_directory
-from keras_ragkd.io_utils import remove_dead_staging
-from keras_ragkd.io_utils import replace_directory
-from keras_ragkd.io_utils import stage_beside
+from keras_ragkd.io_utils import read_json_record
+from keras_ragkd.io_utils import write_folder
+from keras_ragkd.io_utils import write_json
+from keras_ragkd.validation import is_integer
 
 BACKUP_FOLDER = "latest"
 STATE_FILE = "training_state.json"
@@ -78,9 +77,7 @@ class StepBackupAndRestore(keras.callbacks.Callback):
         super().__init__()
         if not backup_dir:
             raise ValueError(f"Expected a backup folder. Received: backup_dir={backup_dir!r}")
-        if save_freq != "epoch" and (
-            not isinstance(save_freq, int) or isinstance(save_freq, bool) or save_freq < 1
-        ):
+        if save_freq != "epoch" and not is_integer(save_freq):
             raise ValueError(
                 'Expected `save_freq="epoch"` or a positive number of steps. '
                 f"Received: save_freq={save_freq!r}"
@@ -123,12 +120,9 @@ class StepBackupAndRestore(keras.callbacks.Callback):
         path = os.path.join(self._backup, STATE_FILE)
         if not os.path.isfile(path):
             return None
-        with open(path, encoding="utf-8") as f:
-            state = json.load(f)
-        valid = isinstance(state, dict) and state.get("format") == STATE_FORMAT and all(
-            isinstance(state.get(key), int) and state[key] >= 0 for key in ("epoch", "step")
-        )
-        if not valid:
+        state = read_json_record(path, "StepBackupAndRestore state",
+                                 "`StepBackupAndRestore`", STATE_FORMAT, version_key="format")
+        if not all(is_integer(state.get(key), minimum=0) for key in ("epoch", "step")):
             raise ValueError(
                 f"{path!r} is not a StepBackupAndRestore backup. Received: state={state!r:.200}"
             )
@@ -196,24 +190,15 @@ class StepBackupAndRestore(keras.callbacks.Callback):
         self._save(epoch + 1, 0)
 
     def _save(self, epoch, step):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        remove_dead_staging(self._backup)
-        staging = stage_beside(self._backup, "backup")
-        try:
+        def write(staging):
             self.model.save_weights(os.path.join(staging, WEIGHTS_FILE))
             values = [np.asarray(v) for v in _metric_variables(self.model)]
             np.savez(os.path.join(staging, METRICS_FILE),
                      **{f"v{i}": value for i, value in enumerate(values)})
-            with open(os.path.join(staging, STATE_FILE), "w", encoding="utf-8") as f:
-                json.dump({"format": STATE_FORMAT, "epoch": epoch, "step": step}, f)
-            for name in os.listdir(staging):
-                with open(os.path.join(staging, name), "rb") as f:
-                    os.fsync(f.fileno())
-            fsync_directory(staging)
-            replace_directory(staging, self._backup)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            write_json(os.path.join(staging, STATE_FILE),
+                       {"format": STATE_FORMAT, "epoch": epoch, "step": step})
+
+        write_folder(self._backup, write, kind="backup")
 
     def on_train_end(self, logs=None):
         self._restore_train_function()

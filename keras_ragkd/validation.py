@@ -10,6 +10,22 @@ import math
 import numbers
 
 
+def is_integer(value, minimum=1):
+    """Whether `value` is an integer (Python or NumPy, not a bool) `>= minimum`.
+
+    The test `check_integer` applies, for code that collects problems
+    rather than raising at the first.
+
+    Example:
+
+    >>> is_integer(3), is_integer(0), is_integer(0, minimum=0), is_integer(True)
+    (True, False, True, False)
+    """
+    return (
+        not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= minimum
+    )
+
+
 def check_integer(name, value, minimum=1):
     """`value` as an `int`, if it is an integer of at least `minimum`.
 
@@ -34,7 +50,7 @@ def check_integer(name, value, minimum=1):
     ...
     ValueError: `length` must be an integer >= 2. Received: length=1
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    if not is_integer(value, minimum):
         if minimum == 1:
             expected = "a positive integer"
         elif minimum == 0:

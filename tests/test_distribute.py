@@ -146,17 +146,17 @@ def _worker_main(role, out_path, index_dir):
             index = PassageIndex.from_embeddings(passages, np.asarray(encoder(passage_ids)))
         else:
             index = PassageIndex.load(index_dir)  # This worker's own replica.
-        retriever = None if backend is None else PassageRetriever(
-            index, k=2, backend=backend, passage_token_ids=passage_ids
-        )
+        retriever = None if backend is None else PassageRetriever(index, k=2, backend=backend)
         keras.utils.set_random_seed(1)
         generator = CopyTransformerGenerator(
             preprocessor.vocabulary_size, hidden_dim=16, num_encoder_layers=1,
             num_decoder_layers=1, num_heads=2, intermediate_dim=32,
             max_sequence_length=32, dropout=0.0,
         )
-        rag = RetrievalAugmentedGenerator(encoder, retriever, generator, num_docs=2,
-                                          doc_score_scale=5.0)
+        rag = RetrievalAugmentedGenerator(
+            encoder, retriever, generator, None if retriever is None else passage_ids,
+            num_docs=2, doc_score_scale=5.0,
+        )
         return RagQuestionAnswerer(preprocessor, rag), index
 
     def run_rag(backend):

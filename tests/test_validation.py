@@ -3,6 +3,7 @@ import pytest
 
 from keras_ragkd.validation import check_integer
 from keras_ragkd.validation import check_number
+from keras_ragkd.validation import is_integer
 
 
 @pytest.mark.parametrize("value", [True, 1.0, "3", None, 0, -2])
@@ -27,3 +28,8 @@ def test_check_number_open_bounds():
     assert check_number("t", 1e-9, low=0, low_inclusive=False) == 1e-9
     with pytest.raises(ValueError, match=r"must be a finite number < 1\. Received: p=1"):
         check_number("p", 1, high=1, high_inclusive=False)
+
+
+def test_is_integer_is_the_test_check_integer_applies():
+    assert is_integer(np.int64(2)) and is_integer(0, minimum=0)
+    assert not any(is_integer(v) for v in (True, 2.0, "2", None, 0, -1))

@@ -10,6 +10,7 @@ padding with `padding_id` (on the model or its `preprocessor`); the
 import keras
 
 from keras_ragkd.distillation.divergences import check_same_vocabulary
+from keras_ragkd.validation import check_number
 
 LOGITS = "logits"
 LOG_PROBABILITIES = "log_probabilities"
@@ -25,11 +26,7 @@ def check_alpha(alpha):
 
     >>> check_alpha(0.5)
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(
-            "`alpha` (the weight of the hard loss) must be a number in "
-            f"[0, 1]. Received: alpha={alpha!r}"
-        )
+    check_number("alpha", alpha, 0, 1)
 
 
 def output_kind(model, declared="auto", role="model"):

@@ -7,6 +7,7 @@ import numpy as np
 
 from keras_ragkd.distillation import cached_batch
 from keras_ragkd.distillation import top_k_tail
+from keras_ragkd.validation import check_number
 
 
 def on_policy_schedule(num_batches, fraction):
@@ -30,21 +31,11 @@ def on_policy_schedule(num_batches, fraction):
     >>> sum(on_policy_schedule(10, 0.3))
     3
     """
-    _check_fraction(fraction)
+    check_number("fraction", fraction, 0, 1)
     return [
         math.floor((i + 1) * fraction + 0.5) > math.floor(i * fraction + 0.5)
         for i in range(num_batches)
     ]
-
-
-def _check_fraction(fraction):
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
-        0.0 <= fraction <= 1.0
-    ):
-        raise ValueError(
-            "`fraction` (GKD's λ) must be a number in [0, 1]. "
-            f"Received: fraction={fraction!r}"
-        )
 
 
 class OnPolicyBatches(keras.utils.PyDataset):
@@ -112,7 +103,7 @@ class OnPolicyBatches(keras.utils.PyDataset):
                  shuffle_seed=None, off_policy=None, top_k=None, temperature=None,
                  **kwargs):
         super().__init__(**kwargs)
-        _check_fraction(fraction)
+        check_number("fraction", fraction, 0, 1)
         questions, answers = list(questions), list(answers)
         if len(questions) != len(answers) or len(questions) < batch_size:
             raise ValueError(

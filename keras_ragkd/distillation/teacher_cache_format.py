@@ -49,8 +49,8 @@ def read_metadata(directory):
     >>> read_metadata(tempfile.mkdtemp())
     Traceback (most recent call last):
     ...
-    ValueError: Expected a folder written by `TeacherCache.build`: ...metadata.json' is not \
-a readable TeacherCache metadata (No such file or directory). Received: directory=...
+    ValueError: Expected a folder written by `TeacherCache.build`: ...metadata.json' is not
+    a readable TeacherCache metadata (No such file or directory). Received: directory=...
     """
     path = os.path.join(directory, METADATA_FILE)
     metadata = read_json_record(path, "TeacherCache metadata", "`TeacherCache.build`",

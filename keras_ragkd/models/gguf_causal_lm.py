@@ -7,6 +7,7 @@ from keras_ragkd.models.chat_template import ChatTemplate
 from keras_ragkd.models.gguf_file import LlamaGGUFFile
 from keras_ragkd.models.gguf_weights import llama3_backbone_from_gguf
 from keras_ragkd.models.llama3_preprocessor import Llama3CausalLMPreprocessor
+from keras_ragkd.validation import is_integer
 
 # End-of-generation tokens llama.cpp also stops on besides the file's EOS.
 _END_OF_GENERATION = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>")
@@ -100,11 +101,7 @@ def load_gguf_causal_lm(checkpoint, dtype="float32", sequence_length=1024):
     'The capital of France is Paris.'
     """
     checkpoint = _checkpoint(checkpoint)
-    if (
-        isinstance(sequence_length, bool)
-        or not isinstance(sequence_length, int)
-        or not 0 < sequence_length <= checkpoint.context_length
-    ):
+    if not is_integer(sequence_length) or sequence_length > checkpoint.context_length:
         raise ValueError(
             "`sequence_length` must be a positive integer no longer than the "
             f"model's context length ({checkpoint.context_length}). "

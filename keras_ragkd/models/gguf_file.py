@@ -7,6 +7,8 @@ import gguf
 import numpy as np
 from gguf.quants import dequantize
 
+from keras_ragkd.validation import is_integer
+
 GGUF_MAGIC = b"GGUF"
 
 # Tensor types whose float32 dequantization `gguf.quants.dequantize` does in
@@ -204,7 +206,7 @@ class LlamaGGUFFile:
 
         def positive_int(key, default=KeyError):
             value = self._value(key, default)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not is_integer(value):
                 raise ValueError(
                     f"'{self.path}': `{key}` must be a positive integer. "
                     f"Received: {key}={value!r}"

@@ -4,6 +4,8 @@ import keras
 import keras_hub
 import numpy as np
 
+from keras_ragkd.validation import is_integer
+
 EMBEDDING_INITS = ("projection", "random")
 
 
@@ -101,9 +103,7 @@ def build_llama_student(teacher_backbone, hidden_dim=128, num_layers=6, num_quer
             "`teacher_backbone` must be a keras-hub llama-family backbone (with a "
             f"`token_embedding`). Received: teacher_backbone={teacher_backbone!r}"
         )
-    if isinstance(hidden_dim, bool) or not isinstance(hidden_dim, int) or (
-        hidden_dim < 1 or hidden_dim % num_query_heads
-    ):
+    if not is_integer(hidden_dim) or hidden_dim % num_query_heads:
         raise ValueError(
             "`hidden_dim` must be a positive multiple of `num_query_heads` "
             f"({num_query_heads}). Received: hidden_dim={hidden_dim!r}"

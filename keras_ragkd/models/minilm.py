@@ -14,6 +14,7 @@ import keras_hub
 import tensorflow as tf
 
 from keras_ragkd.text import UncasedBertTokenizer
+from keras_ragkd.validation import is_integer
 
 EMBEDDING_DIM = 384
 
@@ -62,11 +63,7 @@ def load_minilm_tokenizer(sequence_length=None, preset=None):
     >>> tokenizer(["Paris\\u00a0is the capital of France."])
     [[3000, 2003, 1996, 3007, 1997, 2605, 1012]]
     """
-    if sequence_length is not None and (
-        isinstance(sequence_length, bool)
-        or not isinstance(sequence_length, int)
-        or sequence_length <= 0
-    ):
+    if sequence_length is not None and not is_integer(sequence_length):
         raise ValueError(
             "`sequence_length` must be a positive integer or None. "
             f"Received: sequence_length={sequence_length!r}"
@@ -144,11 +141,7 @@ class MiniLMEmbedder(keras.Model):
 
     def __init__(self, sequence_length=64, preset=None, **kwargs):
         super().__init__(**kwargs)
-        if (
-            isinstance(sequence_length, bool)
-            or not isinstance(sequence_length, int)
-            or sequence_length < 3
-        ):
+        if not is_integer(sequence_length, minimum=3):
             raise ValueError(
                 "`sequence_length` must be an integer >= 3 ([CLS], a token, "
                 f"[SEP]). Received: sequence_length={sequence_length!r}"

@@ -13,12 +13,12 @@ from keras_ragkd.rag.metrics import answer_scores
 from keras_ragkd.rag.metrics import exact_match
 from keras_ragkd.rag.metrics import token_f1
 from keras_ragkd.rag.minilm_reader import MiniLMReader
+from keras_ragkd.rag.passage_tokens import PassageTokenTable
 from keras_ragkd.rag.preprocessor import RagPreprocessor
 from keras_ragkd.rag.rag_question_answerer import RagQuestionAnswerer
 from keras_ragkd.rag.rag_question_answerer import GENERATOR_SIZES
 from keras_ragkd.rag.rag_question_answerer import build_generator
 from keras_ragkd.rag.rag_question_answerer import build_rag_question_answerer
-from keras_ragkd.rag.rag_question_answerer import make_passage_retriever
 from keras_ragkd.rag.retrieval_augmented_generator import RetrievalAugmentedGenerator
 from keras_ragkd.rag.causal_lm_generator import CausalLMGenerator
 from keras_ragkd.rag.causal_lm_preprocessor import CausalLMRagPreprocessor
@@ -28,6 +28,7 @@ from keras_ragkd.rag.causal_lm_task import build_causal_lm_rag_question_answerer
 __all__ = [
     "CopyTransformerGenerator",
     "MiniLMReader",
+    "PassageTokenTable",
     "RagPreprocessor",
     "RagQuestionAnswerer",
     "RagSequenceLoss",
@@ -40,7 +41,6 @@ __all__ = [
     "build_rag_question_answerer",
     "document_log_probs",
     "exact_match",
-    "make_passage_retriever",
     "rag_token_marginal",
     "scatter_copy_probs",
     "sequence_log_likelihood",

@@ -46,7 +46,7 @@ class CausalLMRagPreprocessor(keras.layers.Layer):
     layer tokenises the pieces separately: the fixed text around the slots
     (`prompt_pieces`, token ids stored in the generator), the question
     (`"question_token_ids"`) and every passage of the knowledge base
-    (`tokenize_passages`, the retriever's table). Pieces are cut where the
+    (`tokenize_passages`, the RAG layer's `PassageTokenTable`). Pieces are cut where the
     byte-level pre-tokenizer cuts anyway (a slot's leading space moves into
     the slot, as GPT-2 attaches spaces to the next word), so the assembled
     ids equal those of tokenising the whole prompt at once.
@@ -215,7 +215,10 @@ class CausalLMRagPreprocessor(keras.layers.Layer):
         return ragged.to_tensor(self.padding_id, shape=[None, self.question_length])
 
     def tokenize_passages(self, texts, batch_size=256):
-        """Passage ids, NumPy int32 `(len(texts), passage_length)` (the retriever's table)."""
+        """Passage ids, NumPy int32 `(len(texts), passage_length)`.
+
+        They fill the RAG layer's `PassageTokenTable`.
+        """
         texts = list(texts)
         chunks = [
             self._token_ids(texts[i : i + batch_size], self.passage_length, self._passage_space)

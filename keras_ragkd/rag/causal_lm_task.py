@@ -7,9 +7,10 @@ from keras_ragkd.rag.causal_lm_generator import CausalLMGenerator
 from keras_ragkd.rag.causal_lm_preprocessor import CausalLMRagPreprocessor
 from keras_ragkd.rag.losses import RagSequenceLoss
 from keras_ragkd.rag.losses import RagTokenLoss
+from keras_ragkd.rag.passage_tokens import PassageTokenTable
 from keras_ragkd.rag.rag_question_answerer import RagQuestionAnswerer
-from keras_ragkd.rag.rag_question_answerer import make_passage_retriever
 from keras_ragkd.rag.retrieval_augmented_generator import RetrievalAugmentedGenerator
+from keras_ragkd.retrieval import PassageRetriever
 from keras_ragkd.retrieval.encoder_records import check_query_encoder
 
 
@@ -191,11 +192,11 @@ def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, ca
     if lora_rank:
         backbone.enable_lora(lora_rank)
     generator = CausalLMGenerator.from_preprocessor(backbone, preprocessor)
-    retriever = make_passage_retriever(index, preprocessor, k or num_docs, backend)
     rag = RetrievalAugmentedGenerator(
         query_encoder,
-        retriever,
+        PassageRetriever(index, k=k or num_docs, backend=backend),
         generator,
+        passage_tokens=PassageTokenTable.from_index(index, preprocessor),
         num_docs=num_docs,
         marginalization=marginalization,
         doc_score_scale=doc_score_scale,

@@ -1,15 +1,11 @@
 """SavedModel export of RAG models: in-graph retrieval, written atomically."""
 
 import contextlib
-import os
-import shutil
 
 import keras
 import tensorflow as tf
 
-from keras_ragkd.io_utils import remove_dead_staging
-from keras_ragkd.io_utils import replace_directory
-from keras_ragkd.io_utils import stage_beside
+from keras_ragkd.io_utils import write_folder
 from keras_ragkd.retrieval import PassageRetriever
 from keras_ragkd.retrieval import use_backend
 from keras_ragkd.retrieval.retriever import forget_traced_functions
@@ -85,19 +81,9 @@ def _resources_of(model):
 
 
 def write_atomically(path, write):
-    """Calls `write(staging)` on a folder beside `path`, then moves it into place."""
-    path = os.path.abspath(os.fspath(path))
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    remove_dead_staging(path)  # Leftovers of writers that were killed.
-    staging = stage_beside(path, "export")
-    try:
-        write(staging)
-        replace_directory(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return path
+    """Calls `write(staging)` on a folder beside `path`, then swaps it in
+    (`io_utils.write_folder`)."""
+    return write_folder(path, write, kind="export")
 
 
 def export_question_answerer(model, path, max_length=None, num_beams=1,

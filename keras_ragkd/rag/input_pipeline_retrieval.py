@@ -37,6 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_ragkd.rag.passage_tokens import check_passage_token_ids
 from keras_ragkd.retrieval import PassageIndex
 from keras_ragkd.retrieval.passage_index import check_k
 
@@ -77,8 +78,8 @@ def retrieved_from_candidates(query_embeddings, inputs):
         inputs: a dict holding `CANDIDATE_KEYS`.
 
     Returns:
-        A dict like `PassageRetriever`'s: `"rows"`, `"mask"`, `"doc_scores"`,
-        `"passage_embeddings"` and `"passage_token_ids"`.
+        `PassageRetriever`'s outputs (`"rows"`, `"mask"`, `"doc_scores"`,
+        `"passage_embeddings"`) and the candidates' `"passage_token_ids"`.
 
     Example:
 
@@ -167,7 +168,7 @@ def with_retrieved_passages(dataset, index, query_encoder, k, passage_token_ids)
     if not isinstance(index, PassageIndex):
         raise TypeError(f"Expected a `PassageIndex`. Received: index={index!r:.200}")
     check_k(k)
-    token_ids = _check_token_ids(passage_token_ids, len(index))
+    token_ids = check_passage_token_ids(passage_token_ids, len(index))
     embed = _snapshot_embedder(query_encoder)
     search = _host_search(index, int(k), token_ids)
 
@@ -183,20 +184,6 @@ def with_retrieved_passages(dataset, index, query_encoder, k, passage_token_ids)
         return x if len(element) == 1 else (x,) + element[1:]
 
     return dataset.map(add_candidates)
-
-
-def _check_token_ids(passage_token_ids, num_passages):
-    if keras.ops.is_tensor(passage_token_ids):
-        passage_token_ids = keras.ops.convert_to_numpy(passage_token_ids)
-    token_ids = np.asarray(passage_token_ids)
-    if (token_ids.ndim != 2 or token_ids.shape[0] != num_passages
-            or token_ids.dtype.kind not in "iu"):
-        raise ValueError(
-            "Expected `passage_token_ids` to be an integer array "
-            f"(num_passages={num_passages}, length). Received: "
-            f"passage_token_ids.shape={token_ids.shape}, dtype={token_ids.dtype}"
-        )
-    return token_ids.astype(np.int32)
 
 
 def _snapshot_embedder(query_encoder):

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from keras_ragkd.models.minilm import load_minilm_backbone
 from keras_ragkd.models.minilm import load_minilm_tokenizer
+from keras_ragkd.validation import is_integer
 
 
 def pack_left(token_ids, masks, padding_id):
@@ -110,11 +111,7 @@ class MiniLMReader(keras.layers.Layer):
     def _freeze_below_top(self, fine_tune_layers):
         """Freezes all of a trainable backbone but its top transformer layers."""
         layers = self.backbone.transformer_layers
-        if (
-            isinstance(fine_tune_layers, bool)
-            or not isinstance(fine_tune_layers, int)
-            or not 0 <= fine_tune_layers <= len(layers)
-        ):
+        if not is_integer(fine_tune_layers, minimum=0) or fine_tune_layers > len(layers):
             raise ValueError(
                 f"`fine_tune_layers` must be an int from 0 to {len(layers)} (the "
                 f"backbone's transformer layers). Received: "

@@ -13,22 +13,23 @@ corrupted file, or an entry leading outside the folder (`../x`), is refused
 with a `ValueError` naming the file.
 """
 
-import json
 import os
 import shutil
 
 import keras
 
+from keras_ragkd.io_utils import check_files
 from keras_ragkd.io_utils import file_record
-from keras_ragkd.io_utils import is_inside
 from keras_ragkd.io_utils import is_member_name
-from keras_ragkd.io_utils import sha256_of
+from keras_ragkd.io_utils import read_json_record
+from keras_ragkd.io_utils import write_folder
+from keras_ragkd.io_utils import write_json
 from keras_ragkd.rag.exporting import retrievers_of
-from keras_ragkd.rag.exporting import write_atomically
 from keras_ragkd.retrieval.index_files import MANIFEST_FILE
 from keras_ragkd.retrieval.index_files import check_data_files
 from keras_ragkd.retrieval.index_files import read_manifest
 from keras_ragkd.retrieval.passage_index import FORMAT_VERSION as INDEX_FORMAT_VERSION
+from keras_ragkd.validation import is_integer
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -104,7 +105,7 @@ def _check_files(preset_dir, files, config_path):
         is_member_name(name, relative_path=True)
         and name.split("/")[0] != INDEX_FOLDER
         and isinstance(entry, dict)
-        and isinstance(entry.get("bytes"), int)
+        and is_integer(entry.get("bytes"), minimum=0)
         and isinstance(entry.get("sha256"), str)
         for name, entry in files.items()
     )
@@ -114,29 +115,7 @@ def _check_files(preset_dir, files, config_path):
             'the folder with {"bytes", "sha256"} (and the weights). Received: '
             f"files={files!r:.200} in {config_path!r}"
         )
-    for name, entry in sorted(files.items()):
-        path = os.path.join(preset_dir, *name.split("/"))
-        if not os.path.isfile(path):
-            raise ValueError(
-                f"The model folder {preset_dir!r} is incomplete. "
-                f"Received: missing file={path!r}"
-            )
-        if not is_inside(path, preset_dir):
-            raise ValueError(
-                "A model folder file is a link to a file outside the folder. "
-                f"Received: file={path!r} -> {os.path.realpath(path)!r}"
-            )
-        size = os.path.getsize(path)
-        if size != entry["bytes"]:
-            raise ValueError(
-                f"A model folder file is truncated or overwritten (expected "
-                f"{entry['bytes']} bytes). Received: file={path!r} of {size} bytes"
-            )
-        if sha256_of(path) != entry["sha256"]:
-            raise ValueError(
-                "A model folder file is corrupted (SHA-256 mismatch). "
-                f"Received: file={path!r}"
-            )
+    check_files(preset_dir, files, "model folder")
 
 
 def save_rag_preset(model, preset_dir):
@@ -171,12 +150,9 @@ def save_rag_preset(model, preset_dir):
             layer.save_assets(folder)
         content = {"format": PRESET_FORMAT, "model": config,
                    "files": _file_records(staging)}
-        with open(os.path.join(staging, CONFIG_FILE), "w", encoding="utf-8") as f:
-            json.dump(content, f)
-            f.flush()
-            os.fsync(f.fileno())
+        write_json(os.path.join(staging, CONFIG_FILE), content)
 
-    return write_atomically(preset_dir, write)
+    return write_folder(preset_dir, write, kind="preset")
 
 
 def load_rag_preset(preset_dir):
@@ -190,20 +166,8 @@ def load_rag_preset(preset_dir):
     """
     preset_dir = os.path.abspath(os.fspath(preset_dir))
     config_path = os.path.join(preset_dir, CONFIG_FILE)
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            content = json.load(f)
-    except (OSError, ValueError, UnicodeDecodeError) as error:
-        raise ValueError(
-            f"{config_path!r} is not a readable model folder config ({error}). "
-            f"Received: preset_dir={preset_dir!r}"
-        ) from None
-    if not isinstance(content, dict) or content.get("format") != PRESET_FORMAT:
-        raise ValueError(
-            f"{config_path!r} is not a keras_ragkd model folder (expected "
-            f"format {PRESET_FORMAT!r}). Received: "
-            f"format={content.get('format') if isinstance(content, dict) else None!r}"
-        )
+    content = read_json_record(config_path, "model folder config", "`save_to_preset`",
+                               PRESET_FORMAT, version_key="format")
     _check_files(preset_dir, content.get("files"), config_path)
     config = content.get("model")
     for retriever_config in _retriever_configs(config):

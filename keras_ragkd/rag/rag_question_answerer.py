@@ -13,6 +13,7 @@ from keras_ragkd.rag.exporting import export_question_answerer
 from keras_ragkd.rag.losses import RagSequenceLoss
 from keras_ragkd.rag.losses import RagTokenLoss
 from keras_ragkd.rag.minilm_reader import MiniLMReader
+from keras_ragkd.rag.passage_tokens import PassageTokenTable
 from keras_ragkd.rag.preprocessor import END_ID
 from keras_ragkd.rag.preprocessor import START_ID
 from keras_ragkd.rag.presets import load_rag_preset
@@ -21,34 +22,6 @@ from keras_ragkd.rag.retrieval_augmented_generator import RetrievalAugmentedGene
 from keras_ragkd.retrieval import PassageReindexer
 from keras_ragkd.retrieval import PassageRetriever
 from keras_ragkd.retrieval.encoder_records import check_query_encoder
-
-
-def make_passage_retriever(index, preprocessor, k, backend="faiss"):
-    """A `PassageRetriever` over `index` carrying the preprocessor's passage ids.
-
-    Args:
-        index: a `PassageIndex`.
-        preprocessor: the `RagPreprocessor` that tokenises the passages.
-        k: int, passages per query.
-        backend: `"faiss"` or `"tensor"`.
-
-    Example:
-
-    >>> from keras_ragkd.data.countries import country_passages
-    >>> from keras_ragkd.models import load_minilm_tokenizer
-    >>> from keras_ragkd.rag import RagPreprocessor
-    >>> from keras_ragkd.retrieval import PassageIndex, TfidfEncoder
-    >>> passages = country_passages(["France", "Peru"])
-    >>> index = PassageIndex.build(
-    ...     passages, TfidfEncoder(dim=4).fit([p["text"] for p in passages]), verbose=0)
-    >>> preprocessor = RagPreprocessor.from_texts(
-    ...     load_minilm_tokenizer(), [p["text"] for p in passages])
-    >>> retriever = make_passage_retriever(index, preprocessor, k=2)
-    >>> retriever.passage_token_ids.shape == (len(passages), preprocessor.passage_length)
-    True
-    """
-    token_ids = preprocessor.tokenize_passages([p.text for p in index.passages])
-    return PassageRetriever(index, k=k, backend=backend, passage_token_ids=token_ids)
 
 
 def _as_string_array(values, name):
@@ -512,11 +485,13 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
         """A model answering from another knowledge base, sharing the weights.
 
         The query encoder, generator and preprocessor are the same objects
-        (nothing is retrained); the retriever is new, and so is the RAG layer,
-        which starts from a copy of the current passage-posterior scale. With
-        `num_docs` the model reads another number of passages per question,
-        e.g. a teacher read through its student's top passages, so that the
-        marginal it is distilled from mixes only passages the student sees.
+        (nothing is retrained); the retriever and the passage token table
+        (the new passages tokenised by the preprocessor) are new, and so is
+        the RAG layer, which starts from a copy of the current
+        passage-posterior scale. With `num_docs` the model reads another
+        number of passages per question, e.g. a teacher read through its
+        student's top passages, so that the marginal it is distilled from
+        mixes only passages the student sees.
 
         Args:
             index: a `PassageIndex` embedded by the same encoder family.
@@ -530,11 +505,11 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
         if isinstance(num_docs, int) and num_docs > depth:
             depth = num_docs  # Other values are checked by the layer.
         backend = backend or (old.backend if old is not None else "faiss")
-        retriever = make_passage_retriever(index, self.preprocessor, depth, backend=backend)
         rag = RetrievalAugmentedGenerator(
             self.rag.query_encoder,
-            retriever,
+            PassageRetriever(index, k=depth, backend=backend),
             self.rag.generator,
+            passage_tokens=PassageTokenTable.from_index(index, self.preprocessor),
             num_docs=num_docs,
             marginalization=self.rag.marginalization,
             doc_score_scale=self.rag.initial_doc_score_scale,
@@ -728,11 +703,11 @@ def build_rag_question_answerer(index, query_encoder, preprocessor, generator="s
     check_query_encoder(query_encoder, index)
     query_encoder.trainable = bool(train_query_encoder)
     generator = build_generator(generator, preprocessor, dropout)
-    retriever = make_passage_retriever(index, preprocessor, k or num_docs, backend)
     rag = RetrievalAugmentedGenerator(
         query_encoder,
-        retriever,
+        PassageRetriever(index, k=k or num_docs, backend=backend),
         generator,
+        passage_tokens=PassageTokenTable.from_index(index, preprocessor),
         num_docs=num_docs,
         marginalization=marginalization,
         doc_score_scale=doc_score_scale,

@@ -14,6 +14,7 @@ from keras_ragkd.rag.input_pipeline_retrieval import retrieved_from_candidates
 from keras_ragkd.rag.marginalization import add_document_log_probs
 from keras_ragkd.rag.marginalization import document_log_probs
 from keras_ragkd.rag.marginalization import rag_token_marginal
+from keras_ragkd.rag.passage_tokens import PassageTokenTable
 
 MARGINALIZATIONS = ("token", "sequence")
 
@@ -26,16 +27,37 @@ def _repeat_groups(tensor, batch_size, group_size, repeats):
     return tf.reshape(repeated, tf.concat([[-1], rest], axis=0))
 
 
+def _check_passage_tokens(retriever, passage_tokens):
+    """Refuses a retriever without a token table, or one of another size."""
+    if retriever is None:
+        return
+    if passage_tokens is None:
+        raise ValueError(
+            "A RetrievalAugmentedGenerator with a retriever needs `passage_tokens` "
+            "(e.g. `PassageTokenTable.from_index(index, preprocessor)`) so the "
+            "generator can read the retrieved passages. Received: passage_tokens=None"
+        )
+    index = getattr(retriever, "index", None)
+    if index is not None and len(index) != passage_tokens.num_passages:
+        raise ValueError(
+            f"`passage_tokens` must hold one row per passage of the retriever's index "
+            f"({len(index)}). Received: passage_tokens.num_passages="
+            f"{passage_tokens.num_passages}"
+        )
+
+
 @keras.saving.register_keras_serializable(package="keras_ragkd")
 class RetrievalAugmentedGenerator(keras.layers.Layer):
     """Retrieval-augmented generation (RAG-Token or RAG-Sequence) as a layer.
 
     For each input the `query_encoder` embeds the query, the `retriever`
     (a `keras_ragkd.retrieval.PassageRetriever`, FAISS via `tf.py_function`
-    or in-graph) returns `num_docs` passages with their token ids and scores
-    `<q, d_z>` recomputed in the graph, the `generator` reads
-    `[question tokens; passage tokens]` for each passage, and the per-passage
-    distributions are marginalised with `P(z|x) = softmax(scale * scores)`:
+    or in-graph) returns the rows of `num_docs` passages and their scores
+    `<q, d_z>` recomputed in the graph, the layer's `passage_tokens` (a
+    `PassageTokenTable`) maps the rows to the generator's token ids, the
+    `generator` reads `[question tokens; passage tokens]` for each passage,
+    and the per-passage distributions are marginalised with
+    `P(z|x) = softmax(scale * scores)`:
 
     - `marginalization="token"`: output `(batch, time, vocab)` marginal
       log-probabilities `log P(y_t|x, y_<t)`; train with
@@ -57,10 +79,10 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
     `"candidate_embeddings"`, `"candidate_token_ids"`, as
     `keras_ragkd.rag.input_pipeline_retrieval.with_retrieved_passages` adds
     them from FAISS in `tf.data`). The layer then uses them instead of its
-    retriever (and may have none, `retriever=None`); the scores `<q, d_z>`
-    are recomputed from the query encoder as the retriever does, so the
-    query encoder trains the same way and the step has no `tf.py_function`
-    (XLA, TPUs).
+    retriever and token table (and may have neither, `retriever=None`); the
+    scores `<q, d_z>` are recomputed from the query encoder as the retriever
+    does, so the query encoder trains the same way and the step has no
+    `tf.py_function` (XLA, TPUs).
 
     The generator is any layer mapping `{"encoder_token_ids",
     "decoder_token_ids", "copy_mask"}` to logits or log-probabilities
@@ -75,10 +97,15 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
 
     Args:
         query_encoder: Keras layer, query → `(batch, dim)` embeddings.
-        retriever: `PassageRetriever` built with `passage_token_ids`, whose
-            `k >= num_docs`; or `None` when every input carries retrieved
-            candidates (retrieval in the input pipeline).
+        retriever: `PassageRetriever` whose `k >= num_docs`; or `None` when
+            every input carries retrieved candidates (retrieval in the input
+            pipeline).
         generator: Keras layer, see above.
+        passage_tokens: a `PassageTokenTable` (or the int array
+            `(num_passages, length)` of one) holding the generator's token
+            ids of every row of the retriever's index, e.g.
+            `PassageTokenTable.from_index(index, preprocessor)`; required
+            with a retriever.
         num_docs: int, passages per input.
         marginalization: `"token"` or `"sequence"`.
         doc_score_scale: positive float, initial multiplier of the retrieval
@@ -96,7 +123,7 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
     Example:
 
     >>> import keras, numpy as np
-    >>> from keras_ragkd.rag import CopyTransformerGenerator
+    >>> from keras_ragkd.rag import CopyTransformerGenerator, PassageTokenTable
     >>> from keras_ragkd.retrieval import PassageIndex, PassageRetriever
     >>> passage_ids = np.array([[5, 6, 7], [8, 9, 0], [5, 9, 7]])
     >>> query_encoder = keras.Sequential([keras.layers.Embedding(20, 8),
@@ -104,11 +131,10 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
     >>> index = PassageIndex.from_embeddings(
     ...     [{"id": str(i), "text": f"passage {i}"} for i in range(3)],
     ...     np.asarray(query_encoder(passage_ids)))
-    >>> retriever = PassageRetriever(index, k=2, passage_token_ids=passage_ids)
     >>> generator = CopyTransformerGenerator(20, hidden_dim=8, num_heads=2,
     ...     intermediate_dim=16, max_sequence_length=8)
-    >>> rag = RetrievalAugmentedGenerator(query_encoder, retriever, generator,
-    ...                                   num_docs=2)
+    >>> rag = RetrievalAugmentedGenerator(query_encoder, PassageRetriever(index, k=2),
+    ...     generator, passage_tokens=PassageTokenTable(passage_ids), num_docs=2)
     >>> question = np.array([[5, 6, 0]])
     >>> log_probs = rag({"query": question, "question_token_ids": question,
     ...                  "decoder_token_ids": np.array([[2, 7]])})
@@ -121,6 +147,7 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
         query_encoder,
         retriever,
         generator,
+        passage_tokens=None,
         num_docs=5,
         marginalization="token",
         doc_score_scale=10.0,
@@ -154,9 +181,13 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
                 "The retriever must return at least `num_docs` passages per "
                 f"query; its `k` is {retriever_k}. Received: num_docs={num_docs}"
             )
+        if passage_tokens is not None and not isinstance(passage_tokens, PassageTokenTable):
+            passage_tokens = PassageTokenTable(passage_tokens)
+        _check_passage_tokens(retriever, passage_tokens)
         self.query_encoder = query_encoder
         self.retriever = retriever
         self.generator = generator
+        self.passage_tokens = passage_tokens
         self.num_docs = num_docs
         self.marginalization = marginalization
         self.initial_doc_score_scale = float(doc_score_scale)
@@ -185,8 +216,9 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
     def retrieve(self, inputs, training=None):
         """Embeds the queries and retrieves `num_docs` passages each.
 
-        The passages come from the retriever, or from the candidates in
-        `inputs` when it carries them (retrieval in the input pipeline).
+        The passages come from the retriever and their token ids from
+        `passage_tokens`, or both from the candidates in `inputs` when it
+        carries them (retrieval in the input pipeline).
 
         Returns:
             A dict with `"rows"` int32 `(batch, num_docs)`, `"mask"` bool,
@@ -208,18 +240,17 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
             )
         else:
             retrieved = self.retriever(query_embeddings)
-        if "passage_token_ids" not in retrieved:
-            raise ValueError(
-                "The retriever must be built with `passage_token_ids` so the "
-                "generator can read the passages. Received: retriever outputs "
-                f"{sorted(retrieved)}"
-            )
         n = self.num_docs
+        rows = retrieved["rows"][:, :n]
+        if "passage_token_ids" in retrieved:  # Candidates from the input pipeline.
+            passage_token_ids = retrieved["passage_token_ids"][:, :n]
+        else:
+            passage_token_ids = self.passage_tokens(rows)
         result = {
-            "rows": retrieved["rows"][:, :n],
+            "rows": rows,
             "mask": tf.cast(retrieved["mask"][:, :n], "bool"),
             "doc_scores": tf.cast(retrieved["doc_scores"][:, :n], "float32"),
-            "passage_token_ids": tf.cast(retrieved["passage_token_ids"][:, :n], "int32"),
+            "passage_token_ids": tf.cast(passage_token_ids, "int32"),
         }
         result["doc_log_probs"] = document_log_probs(
             self.doc_score_scale * result["doc_scores"], result["mask"]
@@ -429,6 +460,7 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
                 "query_encoder": keras.saving.serialize_keras_object(self.query_encoder),
                 "retriever": keras.saving.serialize_keras_object(self.retriever),
                 "generator": keras.saving.serialize_keras_object(self.generator),
+                "passage_tokens": keras.saving.serialize_keras_object(self.passage_tokens),
                 "num_docs": self.num_docs,
                 "marginalization": self.marginalization,
                 "doc_score_scale": self.initial_doc_score_scale,
@@ -443,7 +475,7 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("query_encoder", "retriever", "generator"):
+        for key in ("query_encoder", "retriever", "generator", "passage_tokens"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         # Files saved before the scale was learned in log space (no
         # "scale_weight" entry) stored the scale itself as the weight.

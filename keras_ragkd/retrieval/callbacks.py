@@ -3,6 +3,7 @@
 import keras
 
 from keras_ragkd.retrieval.retriever import PassageRetriever
+from keras_ragkd.validation import is_integer
 
 
 @keras.saving.register_keras_serializable(package="keras_ragkd")
@@ -67,9 +68,7 @@ class PassageReindexer(keras.callbacks.Callback):
             ("every_n_epochs", every_n_epochs),
             ("every_n_steps", every_n_steps),
         ):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value <= 0
-            ):
+            if value is not None and not is_integer(value):
                 raise ValueError(
                     f"`{name}` must be a positive integer or None. "
                     f"Received: {name}={value!r}"

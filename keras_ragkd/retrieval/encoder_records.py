@@ -22,6 +22,7 @@ from keras_ragkd.retrieval.tfidf_encoder import ARRAYS_FILE
 from keras_ragkd.retrieval.tfidf_encoder import CONFIG_FILE
 from keras_ragkd.retrieval.tfidf_encoder import TfidfEncoder
 from keras_ragkd.retrieval.tfidf_query_encoder import TfidfQueryEncoder
+from keras_ragkd.validation import is_integer
 
 MINILM = "MiniLMEncoder"
 TFIDF = "TfidfEncoder"
@@ -68,12 +69,8 @@ def check_encoder_record(record, manifest_path):
     valid = isinstance(config, dict) and record.get("class_name") in ENCODER_FILES
     if valid and record["class_name"] == MINILM:
         length = config.get("sequence_length")
-        valid = (
-            isinstance(length, int)
-            and not isinstance(length, bool)
-            and length >= 3
-            and (config.get("preset") is None or isinstance(config.get("preset"), str))
-        )
+        preset = config.get("preset")
+        valid = is_integer(length, minimum=3) and (preset is None or isinstance(preset, str))
     if not valid:
         raise ValueError(
             "The index manifest's `encoder` must be null or "

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_ragkd.retrieval.passage import check_texts
+from keras_ragkd.validation import check_integer
 
 
 def encode_in_batches(encode_batch, texts, batch_size=64, verbose="auto"):
@@ -40,13 +41,7 @@ def encode_in_batches(encode_batch, texts, batch_size=64, verbose="auto"):
     (3, 2)
     """
     texts = check_texts(texts)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or (
-        batch_size <= 0
-    ):
-        raise ValueError(
-            f"`batch_size` must be a positive integer. Received: "
-            f"batch_size={batch_size!r}"
-        )
+    batch_size = check_integer("batch_size", batch_size)
     num_batches = -(-len(texts) // batch_size)
     if verbose == "auto":
         verbose = 1 if num_batches > 1 else 0

@@ -60,9 +60,7 @@ class HybridRetriever(PassageRetriever):
             weight) through `"doc_scores"`.
         candidates: int >= `k`, candidates taken from each list.
         rrf_constant: positive float, the constant of reciprocal-rank fusion.
-        passage_token_ids: as `PassageRetriever`.
         use_approx_max_k: as `PassageRetriever` (dense search only).
-        passage_token_length: as `PassageRetriever`; used by `from_config`.
         lexical_shape: `(num_passages, V)`; used by `from_config`.
         lexical_nnz: int, nonzeros of the lexical matrix; used by
             `from_config`.
@@ -97,9 +95,7 @@ class HybridRetriever(PassageRetriever):
         train_lexical_weight=False,
         candidates=50,
         rrf_constant=60.0,
-        passage_token_ids=None,
         use_approx_max_k=False,
-        passage_token_length=None,
         lexical_shape=None,
         lexical_nnz=None,
         lexical_identity=None,
@@ -109,9 +105,7 @@ class HybridRetriever(PassageRetriever):
             index,
             k=k,
             backend=backend,
-            passage_token_ids=passage_token_ids,
             use_approx_max_k=use_approx_max_k,
-            passage_token_length=passage_token_length,
             **kwargs,
         )
         check_fusion(fusion)
@@ -190,17 +184,12 @@ class HybridRetriever(PassageRetriever):
             self.lexical_weight * tf.gather(lexical_scores, positions, batch_dims=1)
         )
         rows = tf.where(mask, tf.gather(rows, positions, batch_dims=1), 0)
-        outputs = {
+        return {
             "rows": rows,
             "mask": mask,
             "doc_scores": doc_scores * tf.cast(mask, doc_scores.dtype),
             "passage_embeddings": tf.gather(embeddings, positions, batch_dims=1),
         }
-        if self.passage_token_ids is not None:
-            outputs["passage_token_ids"] = tf.gather(
-                tf.convert_to_tensor(self.passage_token_ids), rows
-            )
-        return outputs
 
     def lexical_scores(self, lexical_queries):
         """`<l, t_z>` for every passage: float32 `(batch, num_passages)`.
@@ -280,8 +269,7 @@ class HybridRetriever(PassageRetriever):
             )
         for name in names:
             getattr(self, name).assign(store[name])
-        token_store = {key: store[key] for key in store.keys() if key not in names}
-        super().load_own_variables(token_store)
+        super().load_own_variables({key: store[key] for key in store.keys() if key not in names})
 
     def get_config(self):
         config = super().get_config()

@@ -24,12 +24,11 @@ import shutil
 import faiss
 import numpy as np
 
-from keras_ragkd.io_utils import atomic_write
-from keras_ragkd.io_utils import fsync_directory
-from keras_ragkd.io_utils import fsync_file
-from keras_ragkd.io_utils import is_inside
+from keras_ragkd.io_utils import check_files
+from keras_ragkd.io_utils import file_record
+from keras_ragkd.io_utils import file_state
 from keras_ragkd.io_utils import is_member_name
-from keras_ragkd.io_utils import sha256_of
+from keras_ragkd.io_utils import read_json_record
 
 MANIFEST_FILE = "manifest.json"
 DATA_FILES = {
@@ -53,30 +52,18 @@ def write_data_files(folder, faiss_index, passages, embeddings, extra_files=()):
         np.save(f, np.ascontiguousarray(embeddings, dtype=np.float32))
     for name in extra_files:
         paths[EXTRA_PREFIX + name] = os.path.join(folder, name)
-    files = {}
-    for key, path in paths.items():
-        fsync_file(path)
-        files[key] = {
-            "path": os.path.basename(path),
-            "bytes": os.path.getsize(path),
-            "sha256": sha256_of(path),
-        }
-    fsync_directory(folder)
-    return files
-
-
-def atomic_write_json(path, content):
-    """Writes JSON to a temporary file beside `path`, then `os.replace`s it."""
-    atomic_write(
-        path, lambda f: json.dump(content, f, indent=2, sort_keys=True), mode="w"
-    )
+    return {
+        key: {"path": os.path.basename(path), **file_record(path)}
+        for key, path in paths.items()
+    }
 
 
 def remove_stale_data(directory, keep):
     """Deletes data folders and leftovers of earlier or interrupted saves."""
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
-        stale_folder = name.startswith(("data-", ".staging-")) and name != keep
+        # `write_folder`'s staging folders are `.data-<hex>.staging.*`.
+        stale_folder = name.startswith(("data-", ".data-")) and name != keep
         # `atomic_write`'s temporary manifests of interrupted saves.
         stale_manifest = name.startswith(f".{MANIFEST_FILE}.") and name.endswith(".tmp")
         if stale_folder and os.path.isdir(path):
@@ -118,19 +105,7 @@ def read_index_files(directory, format_version, mmap, verify_checksums, attempts
 
 def read_manifest(directory, format_version):
     path = os.path.join(directory, MANIFEST_FILE)
-    if not os.path.isfile(path):
-        raise ValueError(
-            "Expected a folder written by `PassageIndex.save` (with a "
-            f"{MANIFEST_FILE}). Received: directory={directory!r}"
-        )
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(
-            f"The index manifest is not valid JSON ({error}). "
-            f"Received: manifest={path!r}"
-        ) from None
+    manifest = read_json_record(path, "index manifest", "`PassageIndex.save`", format_version)
     required = {
         "format_version",
         "dim",
@@ -142,23 +117,19 @@ def read_manifest(directory, format_version):
         "data_folder",
         "files",
     }
-    if not isinstance(manifest, dict) or not required <= set(manifest):
+    if not required <= set(manifest):
         raise ValueError(
             f"The index manifest must have the keys {sorted(required)}. "
             f"Received: manifest={path!r}"
-        )
-    if manifest["format_version"] != format_version:
-        raise ValueError(
-            f"Unsupported index format version (expected {format_version}). "
-            f"Received: format_version={manifest['format_version']!r}"
         )
     files = manifest["files"]
     if not isinstance(files, dict) or not all(
         isinstance(entry, dict)
         and {"path", "bytes", "sha256"} <= set(entry)
-        and _is_plain_name(entry["path"])
-        for entry in files.values()
-    ) or not _is_plain_name(manifest["data_folder"]):
+        and is_member_name(entry["path"])
+        and entry["path"] == DATA_FILES.get(key, entry["path"])
+        for key, entry in files.items()
+    ) or not set(DATA_FILES) <= set(files) or not is_member_name(manifest["data_folder"]):
         raise ValueError(
             "The index manifest's `files` must map keys to "
             '{"path", "bytes", "sha256"} entries naming files of its data '
@@ -167,66 +138,28 @@ def read_manifest(directory, format_version):
     return manifest
 
 
-def _is_plain_name(name):
-    """A file name without folders, so a manifest cannot point outside."""
-    return is_member_name(name)
-
-
 def check_data_files(directory, manifest, verify_checksums):
     """Checks presence, sizes (and checksums) of the data files; returns paths
     by manifest key (the three data files and any encoder files)."""
     folder = os.path.join(directory, manifest["data_folder"])
-    keys = list(DATA_FILES) + sorted(k for k in manifest["files"] if k not in DATA_FILES)
-    paths = {}
-    for key in keys:
-        entry = manifest["files"].get(key)
-        name = DATA_FILES.get(key) or entry["path"]
-        path = os.path.join(folder, name)
-        if entry is None or not os.path.isfile(path):
-            raise ValueError(
-                f"The index in {directory!r} is incomplete. "
-                f"Received: missing file={path!r}"
-            )
-        if not is_inside(path, directory):
-            raise ValueError(
-                f"An index file is a link to a file outside the index folder "
-                f"{directory!r}. Received: file={path!r} -> {os.path.realpath(path)!r}"
-            )
-        size = os.path.getsize(path)
-        if size != entry["bytes"]:
-            raise ValueError(
-                f"An index file is truncated or overwritten (expected "
-                f"{entry['bytes']} bytes). Received: {name} of {size} bytes (file={path!r})"
-            )
-        if verify_checksums and sha256_of(path) != entry["sha256"]:
-            raise ValueError(
-                "An index file is corrupted (SHA-256 mismatch). "
-                f"Received: file={path!r}"
-            )
-        paths[key] = path
-    return paths
+    files = manifest["files"]
+    paths = check_files(
+        folder, {entry["path"]: entry for entry in files.values()}, "index", verify_checksums
+    )
+    return {key: paths[entry["path"]] for key, entry in files.items()}
 
 
 def file_states(directory, manifest, verify_checksums=True):
-    """Each data file's state: `"ok"`, `"missing"`, `"size mismatch"`,
-    `"checksum mismatch"` or `"size ok"` (checksums not verified)."""
+    """Each data file's state (see `io_utils.file_state`), by file name."""
     folder = os.path.join(directory, manifest["data_folder"])
-    states = {}
-    for key, entry in sorted(manifest["files"].items()):
-        path = os.path.join(folder, entry["path"])
-        if not os.path.isfile(path):
-            state = "missing"
-        elif os.path.getsize(path) != entry["bytes"]:
-            state = "size mismatch"
-        elif not verify_checksums:
-            state = "size ok"
-        elif sha256_of(path) != entry["sha256"]:
-            state = "checksum mismatch"
-        else:
-            state = "ok"
-        states[entry["path"]] = {"bytes": entry["bytes"], "sha256": entry["sha256"],
-                                 "state": state}
-    return states
+    return {
+        entry["path"]: {
+            "bytes": entry["bytes"],
+            "sha256": entry["sha256"],
+            "state": file_state(os.path.join(folder, entry["path"]), entry, verify_checksums),
+        }
+        for _, entry in sorted(manifest["files"].items())
+    }
 
 
 def read_faiss_index(path, mmap):

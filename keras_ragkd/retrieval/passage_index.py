@@ -2,7 +2,6 @@
 
 import dataclasses
 import os
-import shutil
 import threading
 import uuid
 
@@ -10,7 +9,8 @@ import faiss
 import keras
 import numpy as np
 
-from keras_ragkd.io_utils import make_staging_directory
+from keras_ragkd.io_utils import write_folder
+from keras_ragkd.io_utils import write_json
 from keras_ragkd.retrieval import encoder_records
 from keras_ragkd.retrieval import index_files
 from keras_ragkd.retrieval.encoders import as_text_encoder
@@ -192,16 +192,18 @@ class PassageIndex:
         )
 
     @classmethod
-    def from_embeddings(
-        cls,
-        passages,
-        embeddings,
-        index_factory="Flat",
-        encoder=None,
-        encoder_identity=None,
-        search_parameters=None,
-    ):
+    def from_embeddings(cls, passages, embeddings, *args, **kwargs):
         """Builds an index from precomputed vectors `(N, d)` (normalised here).
+
+        The constructor under a name that says what it takes:
+        `PassageIndex.from_embeddings(p, e, ...)` is `PassageIndex(p, e, ...)`.
+
+        Args:
+            passages: list of dicts `{"id", "text", "title"?}` or `Passage`s.
+            embeddings: float array `(N, d)`, one row per passage.
+            *args, **kwargs: the constructor's further arguments
+                (`index_factory`, `encoder`, `encoder_identity`,
+                `search_parameters`), as for `PassageIndex`.
 
         Example:
 
@@ -214,14 +216,7 @@ class PassageIndex:
         >>> index.search(np.eye(1, 4, dtype="float32"), k=2).passage_ids
         [['0', '1']]
         """
-        return cls(
-            passages,
-            embeddings,
-            index_factory=index_factory,
-            encoder=encoder,
-            encoder_identity=encoder_identity,
-            search_parameters=search_parameters,
-        )
+        return cls(passages, embeddings, *args, **kwargs)
 
     @property
     def encoder(self):
@@ -457,11 +452,11 @@ class PassageIndex:
         directory = os.fspath(directory)
         with self._lock:
             state = self._state
-            os.makedirs(directory, exist_ok=True)
-            staging = make_staging_directory(prefix=".staging-", dir=directory)
-            try:
-                encoder, record = self._encoder_to_record(state)
-                files = index_files.write_data_files(
+            encoder, record = self._encoder_to_record(state)
+            files = {}
+
+            def write(staging):
+                files.update(index_files.write_data_files(
                     staging,
                     faiss_index=state.faiss_index,
                     passages=[p.to_dict() for p in state.passages],
@@ -469,13 +464,10 @@ class PassageIndex:
                     extra_files=encoder_records.write_encoder_files(
                         encoder, record, staging
                     ),
-                )
-                data_folder = f"data-{uuid.uuid4().hex}"
-                os.rename(staging, os.path.join(directory, data_folder))
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            index_files.fsync_directory(directory)
+                ))
+
+            data_folder = f"data-{uuid.uuid4().hex}"
+            write_folder(os.path.join(directory, data_folder), write, kind="staging")
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "dim": self.dim,
@@ -488,9 +480,7 @@ class PassageIndex:
                 "data_folder": data_folder,
                 "files": files,
             }
-            index_files.atomic_write_json(
-                os.path.join(directory, index_files.MANIFEST_FILE), manifest
-            )
+            write_json(os.path.join(directory, index_files.MANIFEST_FILE), manifest)
             index_files.remove_stale_data(directory, keep=data_folder)
             self.directory = os.path.abspath(directory)
             self.has_unsaved_changes = False

@@ -23,9 +23,11 @@ class PassageRetriever(keras.layers.Layer):
     - `"doc_scores"`: float32 `(batch, k)`, `<q, d_z>` recomputed in the graph
       from the retrieved (stop-gradient) passage embeddings, so gradients
       reach the query encoder; 0.0 where `mask` is False;
-    - `"passage_embeddings"`: float32 `(batch, k, d)` (no gradient);
-    - `"passage_token_ids"`: int32 `(batch, k, L)`, only when
-      `passage_token_ids` was given (e.g. for a generator).
+    - `"passage_embeddings"`: float32 `(batch, k, d)` (no gradient).
+
+    The layer knows passages by row only: what a generator reads of them
+    (e.g. its token ids, `keras_ragkd.rag.PassageTokenTable`) belongs to the
+    generator's side.
 
     Backends:
 
@@ -47,12 +49,8 @@ class PassageRetriever(keras.layers.Layer):
         index: a `PassageIndex`, or the directory of a saved one.
         k: positive int, passages per query.
         backend: `"faiss"` or `"tensor"`.
-        passage_token_ids: optional int array `(N, L)` of token ids per
-            passage row, returned gathered as `"passage_token_ids"`.
         use_approx_max_k: bool, use `tf.math.approx_max_k` in the tensor
             backend (fast on TPU, approximate).
-        passage_token_length: int `L`; only used by `from_config` (the token
-            ids are then restored from the saved weights).
         **kwargs: `keras.layers.Layer` arguments.
 
     Example:
@@ -74,9 +72,7 @@ class PassageRetriever(keras.layers.Layer):
         index,
         k=5,
         backend="faiss",
-        passage_token_ids=None,
         use_approx_max_k=False,
-        passage_token_length=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -93,21 +89,7 @@ class PassageRetriever(keras.layers.Layer):
         self.k = int(k)
         self.backend = backend
         self.use_approx_max_k = bool(use_approx_max_k)
-        self.passage_token_ids = None
         self.passage_embeddings = None
-        if passage_token_ids is not None:
-            passage_token_ids = self._check_token_ids(passage_token_ids)
-            passage_token_length = passage_token_ids.shape[1]
-        if passage_token_length is not None:
-            self.passage_token_ids = self.add_weight(
-                shape=(len(index), int(passage_token_length)),
-                dtype="int32",
-                initializer="zeros",
-                trainable=False,
-                name="passage_token_ids",
-            )
-            if passage_token_ids is not None:
-                self.passage_token_ids.assign(passage_token_ids)
         if backend == "tensor":
             self._create_passage_embeddings()
         self._build_at_init()
@@ -170,23 +152,6 @@ class PassageRetriever(keras.layers.Layer):
             if locked:
                 self._tracker.lock()
 
-    def _check_token_ids(self, passage_token_ids):
-        if keras.ops.is_tensor(passage_token_ids):
-            passage_token_ids = keras.ops.convert_to_numpy(passage_token_ids)
-        passage_token_ids = np.asarray(passage_token_ids)
-        if (
-            passage_token_ids.ndim != 2
-            or passage_token_ids.shape[0] != len(self.index)
-            or passage_token_ids.dtype.kind not in "iu"
-        ):
-            raise ValueError(
-                "Expected `passage_token_ids` to be an integer array "
-                f"(num_passages={len(self.index)}, sequence_length). Received: "
-                f"passage_token_ids.shape={passage_token_ids.shape}, "
-                f"dtype={passage_token_ids.dtype}"
-            )
-        return passage_token_ids.astype(np.int32)
-
     # Forward pass.
 
     def call(self, query_embeddings):
@@ -200,17 +165,12 @@ class PassageRetriever(keras.layers.Layer):
         # Recomputed from the k gathered rows even on the tensor backend: the
         # gradient of `top_k`'s values would be a dense (batch, N) matmul.
         doc_scores = tf.einsum("bd,bkd->bk", query_embeddings, passage_embeddings)
-        outputs = {
+        return {
             "rows": rows,
             "mask": mask,
             "doc_scores": doc_scores * tf.cast(mask, doc_scores.dtype),
             "passage_embeddings": passage_embeddings,
         }
-        if self.passage_token_ids is not None:
-            outputs["passage_token_ids"] = tf.gather(
-                tf.convert_to_tensor(self.passage_token_ids), rows
-            )
-        return outputs
 
     def _faiss_search(self, query_embeddings):
         index, k = self.index, self.k
@@ -266,7 +226,7 @@ class PassageRetriever(keras.layers.Layer):
     def compute_output_spec(self, query_embeddings):
         self._check_query_shape(query_embeddings.shape)
         batch = query_embeddings.shape[0]
-        outputs = {
+        return {
             "rows": keras.KerasTensor((batch, self.k), "int32"),
             "mask": keras.KerasTensor((batch, self.k), "bool"),
             "doc_scores": keras.KerasTensor((batch, self.k), "float32"),
@@ -274,29 +234,20 @@ class PassageRetriever(keras.layers.Layer):
                 (batch, self.k, self.index.dim), "float32"
             ),
         }
-        if self.passage_token_ids is not None:
-            outputs["passage_token_ids"] = keras.KerasTensor(
-                (batch, self.k, self.passage_token_ids.shape[1]), "int32"
-            )
-        return outputs
 
     # Export and serialisation.
 
     def save_own_variables(self, store):
         # The tensor backend's embeddings are a copy of the index's (created on
-        # first use of that backend): only the passage token ids are state.
-        if self.passage_token_ids is not None:
-            store["0"] = keras.ops.convert_to_numpy(self.passage_token_ids)
+        # first use of that backend), not state: nothing is saved.
+        pass
 
     def load_own_variables(self, store):
-        expected = 0 if self.passage_token_ids is None else 1
-        if len(store.keys()) != expected:
+        if len(store.keys()):
             raise ValueError(
-                f"PassageRetriever '{self.name}' expected {expected} saved variables "
-                f"(the passage token ids). Received: {len(store.keys())} variables"
+                f"PassageRetriever '{self.name}' saves no variables (its passages "
+                f"live in the index). Received: {len(store.keys())} variables"
             )
-        if self.passage_token_ids is not None:
-            self.passage_token_ids.assign(store["0"])
         self.refresh()
 
     def _trackable_children(self, save_type="checkpoint", **kwargs):
@@ -334,11 +285,6 @@ class PassageRetriever(keras.layers.Layer):
                 "k": self.k,
                 "backend": self.backend,
                 "use_approx_max_k": self.use_approx_max_k,
-                "passage_token_length": (
-                    None
-                    if self.passage_token_ids is None
-                    else int(self.passage_token_ids.shape[1])
-                ),
             }
         )
         return config

@@ -12,6 +12,8 @@ from sklearn.feature_extraction.text import TfidfTransformer
 
 from keras_ragkd.io_utils import atomic_write
 from keras_ragkd.retrieval.passage import check_texts
+from keras_ragkd.validation import check_integer
+from keras_ragkd.validation import is_integer
 
 CONFIG_FILE = "tfidf_encoder.json"
 ARRAYS_FILE = "tfidf_encoder.npz"
@@ -42,9 +44,7 @@ class TfidfEncoder:
     """
 
     def __init__(self, dim=128, ngram_range=(1, 2), seed=0):
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
-            raise ValueError(f"`dim` must be a positive integer. Received: dim={dim!r}")
-        self.requested_dim = dim
+        self.requested_dim = check_integer("dim", dim)
         self.ngram_range = tuple(ngram_range)
         self.seed = seed
         self.vocabulary = None
@@ -216,7 +216,7 @@ def _check_fitted_state(vocabulary, idf, components, directory):
         size > 1
         and all(isinstance(t, str) for t in vocabulary)
         and sorted(
-            v if isinstance(v, int) and not isinstance(v, bool) else -1
+            v if is_integer(v, minimum=0) else -1
             for v in vocabulary.values()
         ) == list(range(size))
         and idf.shape == (size,)

@@ -7,6 +7,7 @@ import tensorflow as tf
 from keras_ragkd.retrieval.encoders import encode_in_batches
 from keras_ragkd.retrieval.tfidf_encoder import TfidfEncoder
 from keras_ragkd.retrieval.tfidf_encoder import tfidf_identity
+from keras_ragkd.validation import is_integer
 
 # What `\b\w+\b` (scikit-learn's token pattern here) does not match, in RE2
 # syntax: Python's `\w` is Unicode letters, digits and the underscore.
@@ -64,7 +65,7 @@ class TfidfQueryEncoder(keras.layers.Layer):
                 "`vocabulary` must be a non-empty list of distinct, non-empty "
                 f"strings. Received: vocabulary={vocabulary[:5]!r} (len {len(vocabulary)})"
             )
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0):
+        if dim is not None and not is_integer(dim):
             raise ValueError(
                 f"`dim` must be a positive integer or None. Received: dim={dim!r}"
             )

@@ -74,13 +74,11 @@ def token_rag(preprocessor, passages, num_docs=3, k=None, backend="faiss",
     encoder = token_query_encoder(preprocessor.vocabulary_size)
     passage_ids = preprocessor.tokenize_passages([p["text"] for p in passages])
     index = PassageIndex.from_embeddings(passages, np.asarray(encoder(passage_ids)))
-    retriever = PassageRetriever(
-        index, k=k or num_docs, backend=backend, passage_token_ids=passage_ids
-    )
     return RetrievalAugmentedGenerator(
         encoder,
-        retriever,
+        PassageRetriever(index, k=k or num_docs, backend=backend),
         tiny_generator(preprocessor.vocabulary_size),
+        passage_tokens=passage_ids,
         num_docs=num_docs,
         marginalization=marginalization,
         doc_score_scale=5.0,

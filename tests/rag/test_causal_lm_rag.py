@@ -149,7 +149,7 @@ def test_marginal_matches_numpy_reference(tokenizer, passages, marginalization):
     x, labels = batch(model)
     outputs = model(x).numpy()
     retrieved = rag.retrieve(x)
-    table = rag.retriever.passage_token_ids.numpy()
+    table = rag.passage_tokens.token_ids.numpy()
     backbone = rag.generator.backbone
     pad = preprocessor.padding_id
     pieces = preprocessor.prompt_pieces

@@ -42,10 +42,10 @@ def _parts(preprocessor, passages, seed=0):
     return encoder, index, passage_ids, tiny_generator(preprocessor.vocabulary_size, seed=seed)
 
 
-def _rag(encoder, retriever, generator, marginalization="token"):
+def _rag(encoder, retriever, generator, marginalization="token", passage_tokens=None):
     return RetrievalAugmentedGenerator(
-        encoder, retriever, generator, num_docs=NUM_DOCS, marginalization=marginalization,
-        doc_score_scale=5.0,
+        encoder, retriever, generator, passage_tokens=passage_tokens, num_docs=NUM_DOCS,
+        marginalization=marginalization, doc_score_scale=5.0,
     )
 
 
@@ -58,8 +58,7 @@ def _twins(preprocessor, passages, marginalization="token"):
     encoder, index, passage_ids, generator = _parts(preprocessor, passages)
     encoder.trainable = False
     in_model = _rag(
-        encoder, PassageRetriever(index, k=K, passage_token_ids=passage_ids), generator,
-        marginalization,
+        encoder, PassageRetriever(index, k=K), generator, marginalization, passage_ids
     )
     encoder, _, _, generator = _parts(preprocessor, passages)
     encoder.trainable = False

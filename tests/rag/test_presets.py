@@ -30,7 +30,7 @@ def test_model_folder_loads_after_being_moved(trained, tmp_path):
 def test_model_folder_refuses_what_it_cannot_read(trained, tmp_path):
     _, _, _, evaluator = trained
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="Received: preset_dir="):
+    with pytest.raises(ValueError, match="Received: directory="):
         RagQuestionAnswerer.from_preset(str(tmp_path / "empty"))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "config.json").write_text(json.dumps({"format": "something"}))

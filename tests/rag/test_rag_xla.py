@@ -32,13 +32,11 @@ def _rag_model(preprocessor, passages, approx, marginalization="token", seed=0):
     encoder = token_query_encoder(preprocessor.vocabulary_size, seed=seed)
     passage_ids = preprocessor.tokenize_passages([p["text"] for p in passages])
     index = PassageIndex.from_embeddings(passages, np.asarray(encoder(passage_ids)))
-    retriever = PassageRetriever(
-        index, k=3, backend="tensor", passage_token_ids=passage_ids,
-        use_approx_max_k=approx,
-    )
+    retriever = PassageRetriever(index, k=3, backend="tensor", use_approx_max_k=approx)
     rag = RetrievalAugmentedGenerator(
         encoder, retriever, tiny_generator(preprocessor.vocabulary_size, seed=seed),
-        num_docs=3, marginalization=marginalization, doc_score_scale=5.0,
+        passage_tokens=passage_ids, num_docs=3, marginalization=marginalization,
+        doc_score_scale=5.0,
     )
     return RagQuestionAnswerer(preprocessor, rag)
 

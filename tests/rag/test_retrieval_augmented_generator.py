@@ -28,7 +28,7 @@ def _per_document_reference(rag, x):
     query = rag.query_encoder(x["query"])
     retrieved = rag.retriever(query)
     k = rag.num_docs
-    passage_ids = retrieved["passage_token_ids"].numpy()[:, :k]
+    passage_ids = rag.passage_tokens.token_ids.numpy()[retrieved["rows"].numpy()[:, :k]]
     question_ids = x["question_token_ids"].numpy()
     batch = question_ids.shape[0]
     per_doc = np.zeros((batch, k, x["decoder_token_ids"].shape[1], rag.generator.vocabulary_size))
@@ -166,16 +166,31 @@ def test_constructor_validation(kb, token_preprocessor):
     rag = token_rag(token_preprocessor, passages, num_docs=2)
     with pytest.raises(ValueError, match="Received: marginalization='both'"):
         RetrievalAugmentedGenerator(
-            rag.query_encoder, rag.retriever, rag.generator, num_docs=2, marginalization="both"
+            rag.query_encoder, rag.retriever, rag.generator, rag.passage_tokens, num_docs=2,
+            marginalization="both",
         )
     with pytest.raises(ValueError, match="Received: num_docs=5"):
-        RetrievalAugmentedGenerator(rag.query_encoder, rag.retriever, rag.generator, num_docs=5)
+        RetrievalAugmentedGenerator(
+            rag.query_encoder, rag.retriever, rag.generator, rag.passage_tokens, num_docs=5
+        )
     for scale in (0.0, -1.0, float("inf"), True, "10"):
         with pytest.raises(ValueError, match=f"Received: doc_score_scale={scale!r}"):
             RetrievalAugmentedGenerator(
-                rag.query_encoder, rag.retriever, rag.generator, num_docs=2,
-                doc_score_scale=scale,
+                rag.query_encoder, rag.retriever, rag.generator, rag.passage_tokens,
+                num_docs=2, doc_score_scale=scale,
             )
+    with pytest.raises(ValueError, match="Received: passage_tokens=None"):
+        RetrievalAugmentedGenerator(rag.query_encoder, rag.retriever, rag.generator, num_docs=2)
+    with pytest.raises(ValueError, match="Received: passage_tokens.num_passages=2"):
+        RetrievalAugmentedGenerator(
+            rag.query_encoder, rag.retriever, rag.generator,
+            passage_tokens=rag.passage_tokens.token_ids.numpy()[:2], num_docs=2,
+        )
+    with pytest.raises(ValueError, match="Received: passage_token_ids.shape=\\(3,\\)"):
+        RetrievalAugmentedGenerator(
+            rag.query_encoder, rag.retriever, rag.generator, passage_tokens=[1, 2, 3],
+            num_docs=2,
+        )
 
 
 def test_doc_score_scale_is_learned_in_log_space(kb, token_preprocessor):
@@ -202,7 +217,7 @@ def test_doc_score_scale_is_learned_in_log_space(kb, token_preprocessor):
         abs(np.log(rag.doc_score_scale.numpy() / 40.0)), 0.1, rtol=1e-2
     )
     frozen = RetrievalAugmentedGenerator(
-        rag.query_encoder, rag.retriever, rag.generator, num_docs=3,
+        rag.query_encoder, rag.retriever, rag.generator, rag.passage_tokens, num_docs=3,
         train_doc_score_scale=False,
     )
     assert not frozen.log_doc_score_scale.trainable
@@ -228,7 +243,7 @@ def test_any_generator_with_the_call_signature_works(kb, token_preprocessor):
     rag = token_rag(token_preprocessor, passages, num_docs=2)
     custom = RetrievalAugmentedGenerator(
         rag.query_encoder, rag.retriever, _BagOfWordsGenerator(token_preprocessor.vocabulary_size),
-        num_docs=2,
+        rag.passage_tokens, num_docs=2,
     )
     x, _ = _batch(token_preprocessor, questions)
     log_probs = custom(x).numpy()
@@ -249,9 +264,10 @@ def test_config_round_trip_and_files_with_the_plain_scale(kb, token_preprocessor
     config = rag.get_config()
     restored = RetrievalAugmentedGenerator.from_config(config)
     # The config carries no weights: the passage token ids live in the
-    # retriever's weights, as the `.keras` file stores them.
+    # token table's weights, as the `.keras` file stores them.
+    assert config["passage_tokens"]["config"]["num_passages"] == len(passages)
     restored(x)
-    for part in ("query_encoder", "retriever", "generator"):
+    for part in ("query_encoder", "retriever", "generator", "passage_tokens"):
         getattr(restored, part).set_weights(getattr(rag, part).get_weights())
     restored.load_own_variables({"0": rag.log_doc_score_scale.numpy()})
     np.testing.assert_allclose(restored.doc_score_scale.numpy(), 12.0, rtol=1e-5)
@@ -269,8 +285,8 @@ def test_mixed_precision_keeps_the_scale_in_float32(kb, token_preprocessor):
     x, _ = _batch(token_preprocessor, questions)
     parts = token_rag(token_preprocessor, passages, num_docs=2)
     rag = RetrievalAugmentedGenerator(
-        parts.query_encoder, parts.retriever, parts.generator, num_docs=2,
-        dtype="mixed_bfloat16",
+        parts.query_encoder, parts.retriever, parts.generator, parts.passage_tokens,
+        num_docs=2, dtype="mixed_bfloat16",
     )
     retrieved = rag.retrieve(x)
     outputs = rag(x)

@@ -274,13 +274,12 @@ def test_a_rag_model_trains_through_the_hybrid_retriever(small_kb):
     index, dense, tfidf, questions = small_kb
     rng = np.random.default_rng(0)
     passage_ids = rng.integers(3, 20, (len(index), 6)).astype("int32")
-    retriever = HybridRetriever(index, tfidf, k=3, backend="tensor",
-                                passage_token_ids=passage_ids, train_lexical_weight=True)
+    retriever = HybridRetriever(index, tfidf, k=3, backend="tensor", train_lexical_weight=True)
     keras.utils.set_random_seed(0)
     generator = CopyTransformerGenerator(20, hidden_dim=8, num_heads=2, intermediate_dim=16,
                                          max_sequence_length=16)
     rag = RetrievalAugmentedGenerator(HybridQueryEncoder(dense, tfidf), retriever, generator,
-                                      num_docs=3)
+                                      passage_tokens=passage_ids, num_docs=3)
     inputs = {
         "query": keras.Input((), dtype="string", name="query"),
         "question_token_ids": keras.Input((4,), dtype="int32", name="question_token_ids"),

@@ -74,7 +74,7 @@ def test_tampered_tfidf_files_are_refused(tfidf_folder, passages):
     # only the identity check can notice.
     other = TfidfEncoder(dim=16).fit([p["text"] for p in passages][::-1] + ["extra words"])
     other.save(data)
-    from keras_ragkd.retrieval.index_files import sha256_of
+    from keras_ragkd.io_utils import sha256_of
 
     for key, entry in manifest["files"].items():
         path = data / entry["path"]
@@ -85,7 +85,7 @@ def test_tampered_tfidf_files_are_refused(tfidf_folder, passages):
     assert len(PassageIndex.load(tfidf_folder, encoder=None)) == len(passages)
 
     (data / "tfidf_encoder.json").write_text("{broken")
-    with pytest.raises(ValueError, match="Received: tfidf_encoder.json of 7 bytes"):
+    with pytest.raises(ValueError, match=r"Received: file='.*tfidf_encoder.json' of 7 bytes"):
         PassageIndex.load(tfidf_folder)
     entry = manifest["files"]["encoder:tfidf_encoder.json"]
     entry["bytes"] = 7

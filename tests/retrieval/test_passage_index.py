@@ -304,7 +304,7 @@ def test_sigkill_during_save_leaves_previous_index_loadable(tmp_path):
     assert set(loads) <= {3, 30000}
     # A save after the crash cleans up the leftovers of the interrupted one.
     PassageIndex.from_embeddings(FEW, np.eye(3, 4)).save(directory)
-    leftovers = [p for p in os.listdir(directory) if p.startswith((".staging-", "data-"))]
+    leftovers = [p for p in os.listdir(directory) if p.startswith((".data-", "data-"))]
     assert len(leftovers) == 1
 
 

@@ -54,22 +54,14 @@ def query_vectors(encoder, questions, n=8):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_outputs_follow_the_contract(backend, small_kb):
     index, encoder, questions = small_kb
-    token_ids = np.arange(len(index) * 5, dtype="int32").reshape(len(index), 5)
-    retriever = PassageRetriever(index, k=4, backend=backend, passage_token_ids=token_ids)
+    retriever = PassageRetriever(index, k=4, backend=backend)
     queries = query_vectors(encoder, questions)
     outputs = retriever(queries)
-    assert set(outputs) == {
-        "rows",
-        "mask",
-        "doc_scores",
-        "passage_embeddings",
-        "passage_token_ids",
-    }
+    assert set(outputs) == {"rows", "mask", "doc_scores", "passage_embeddings"}
     assert outputs["rows"].dtype == tf.int32 and outputs["rows"].shape == (8, 4)
     assert outputs["mask"].dtype == tf.bool and bool(tf.reduce_all(outputs["mask"]))
     assert outputs["passage_embeddings"].shape == (8, 4, 16)
     rows = outputs["rows"].numpy()
-    np.testing.assert_array_equal(outputs["passage_token_ids"].numpy(), token_ids[rows])
     np.testing.assert_allclose(
         outputs["passage_embeddings"].numpy(), index.embeddings[rows], atol=1e-6
     )
@@ -245,11 +237,10 @@ def test_use_backend_switches_a_model_in_place(small_kb):
 def test_keras_file_round_trip_references_index_by_path(backend, tmp_path, small_kb):
     index, encoder, questions = small_kb
     index.save(tmp_path / "kb")
-    token_ids = np.arange(len(index) * 3, dtype="int32").reshape(len(index), 3)
-    retriever = PassageRetriever(index, k=3, backend=backend, passage_token_ids=token_ids)
+    retriever = PassageRetriever(index, k=3, backend=backend)
     config = retriever.get_config()
     assert config["index"] == str((tmp_path / "kb").resolve())
-    assert config["passage_token_length"] == 3 and config["backend"] == backend
+    assert config["backend"] == backend and "passage_token_length" not in config
     inputs = keras.Input((16,))
     model = keras.Model(inputs, retriever(inputs))
     queries = query_vectors(encoder, questions)
@@ -306,8 +297,6 @@ def test_bad_arguments_are_refused(small_kb):
         PassageRetriever(index, k=0)
     with pytest.raises(TypeError, match="Received: index="):
         PassageRetriever(index=np.eye(3))
-    with pytest.raises(ValueError, match="Received: passage_token_ids.shape=\\(2, 3\\)"):
-        PassageRetriever(index, passage_token_ids=np.zeros((2, 3), "int32"))
     with pytest.raises(ValueError, match="Received: query_embeddings.shape=\\(2, 7\\)"):
         PassageRetriever(index, k=2)(np.zeros((2, 7), "float32"))
 

@@ -68,9 +68,7 @@ def test_export_converts_faiss_retriever_and_restores_it(tmp_path):
     index = PassageIndex.from_embeddings(passages, rng.normal(size=(50, 8)))
     index.save(tmp_path / "kb")
     inputs = keras.Input((8,))
-    retriever = PassageRetriever(
-        index, k=3, passage_token_ids=rng.integers(1, 99, size=(50, 4)).astype("int32")
-    )
+    retriever = PassageRetriever(index, k=3)
     model = keras.Model(inputs, retriever(keras.layers.Dense(8)(inputs)))
     queries = rng.normal(size=(5, 8)).astype("float32")
     expected = model.predict(queries, verbose=0)
