@@ -19,6 +19,7 @@ from keras import ops
 from keras_ragkd.distillation import cached_batch
 from keras_ragkd.distillation import divergences
 from keras_ragkd.distillation import top_k_tail
+from keras_ragkd.validation import check_integer
 from keras_ragkd.distillation.divergences import check_same_vocabulary  # noqa: F401 (API)
 from keras_ragkd.distillation.divergences import check_temperature  # noqa: F401 (API)
 from keras_ragkd.distillation.position_weights import combine_masks
@@ -277,13 +278,7 @@ class TopKTailKL(ForwardKL):
 
     def __init__(self, top_k=None, temperature=None):
         super().__init__(temperature=temperature)
-        if top_k is not None and (
-            isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
-        ):
-            raise ValueError(
-                f"`top_k` must be a positive int or None. Received: top_k={top_k!r}"
-            )
-        self.top_k = top_k
+        self.top_k = None if top_k is None else check_integer("top_k", top_k)
 
     def _compared_log_probs(self, teacher_outputs, student_log_probs, temperature):
         if isinstance(teacher_outputs, dict) and cached_batch.TEACHER_TOP_LOGITS in teacher_outputs:
