@@ -287,7 +287,7 @@ class TopKTailKL(ForwardKL):
             teacher_outputs = teacher_outputs[cached_batch.TEACHER_LOGITS]
         if self.top_k is None:
             raise ValueError(
-                "`TopKTailKL(top_k=None)` reads k from a top-k TeacherCache; "
+                f"`{type(self).__name__}(top_k=None)` reads k from a top-k TeacherCache; "
                 "with full teacher logits, give `top_k`. "
                 "Received: top_k=None with full teacher logits"
             )
@@ -312,11 +312,7 @@ class TopKKL(TopKTailKL):
     there, so the student is told nothing about the mass outside them (the
     tail bucket of `TopKTailKL` is dropped). Kept to measure what the tail
     buys; with `k` equal to the vocabulary it is the full forward KL.
-
-    Args:
-        top_k: number of teacher tokens kept from full logits; `None` only
-            with cached top-k teachers (which set `k` themselves).
-        temperature: `None` (the Distiller's) or a number `> 0`.
+    Its arguments are `TopKTailKL`'s.
 
     Example:
 
