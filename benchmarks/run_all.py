@@ -15,6 +15,7 @@ import sys
 
 BENCHMARKS = (
     "distiller_bench.py", "retrieval_bench.py", "serving_bench.py", "rag_quality_bench.py",
+    "decoder_cache_bench.py",
 )
 
 

@@ -10,6 +10,8 @@ import time
 
 import keras
 
+from keras_ragkd.validation import check_number
+
 
 class WallClockBudget(keras.callbacks.Callback):
     """Base of the callbacks that follow a wall-clock budget of `seconds`.
@@ -111,19 +113,13 @@ class TimeCosineDecay(WallClockBudget):
 
     def __init__(self, learning_rate, seconds, warmup_fraction=0.0, alpha=0.0):
         super().__init__(seconds)
-        for name, value, valid in [
-            ("learning_rate", learning_rate, learning_rate > 0),
-            ("warmup_fraction", warmup_fraction, 0 <= warmup_fraction < 1),
-            ("alpha", alpha, 0 <= alpha <= 1),
-        ]:
-            if not valid:
-                raise ValueError(
-                    "`learning_rate` must be positive, `warmup_fraction` in "
-                    f"[0, 1) and `alpha` in [0, 1]. Received: {name}={value}"
-                )
-        self.learning_rate = float(learning_rate)
-        self.warmup_fraction = float(warmup_fraction)
-        self.alpha = float(alpha)
+        self.learning_rate = check_number(
+            "learning_rate", learning_rate, low=0, low_inclusive=False
+        )
+        self.warmup_fraction = check_number(
+            "warmup_fraction", warmup_fraction, 0, 1, high_inclusive=False
+        )
+        self.alpha = check_number("alpha", alpha, 0, 1)
 
     def rate_at(self, fraction):
         """The learning rate after `fraction` of the budget."""

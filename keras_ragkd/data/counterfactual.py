@@ -12,6 +12,8 @@ import re
 
 import numpy as np
 
+from keras_ragkd.validation import check_number
+
 
 def _group(passage_id):
     return passage_id.rsplit("/", 1)[-1]
@@ -120,10 +122,7 @@ def counterfactual_augment(passages, questions, entities, fraction=0.5, seed=0):
     >>> [q["answer"] for q in new_questions]
     ['Bo', 'Ax']
     """
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(
-            f"`fraction` must be a float in [0, 1]. Received: fraction={fraction}"
-        )
+    check_number("fraction", fraction, 0, 1)
     entities = set(entities)
     by_id = {p["id"]: p for p in passages}
     questions_of = {}

@@ -15,6 +15,8 @@ import re
 import numpy as np
 
 from keras_ragkd.data.selection import check_question_types
+from keras_ragkd.data.selection import check_wording
+from keras_ragkd.data.selection import record_passages
 from keras_ragkd.data.selection import select_records
 from keras_ragkd.validation import check_number
 
@@ -232,14 +234,9 @@ def country_passages(countries=None):
     >>> passages[0]
     {'id': 'france/capital', 'title': 'France', 'text': 'The capital of France is Paris.'}
     """
-    records = _select(countries)
     passages = []
-    for record in records:
-        for group, text in _passage_texts(record).items():
-            if text:
-                passages.append(
-                    {"id": f"{record['slug']}/{group}", "title": record["name"], "text": text}
-                )
+    for record in _select(countries):
+        passages.extend(record_passages(record, _passage_texts(record)))
     return passages
 
 
@@ -340,10 +337,7 @@ def country_questions(split="all", test_fraction=0.2, seed=0, types=None,
         raise ValueError(
             f"`split` must be one of {_SPLITS}. Received: split={split!r}"
         )
-    if wording not in WORDINGS:
-        raise ValueError(
-            f"`wording` must be one of {tuple(WORDINGS)}. Received: wording={wording!r}"
-        )
+    check_wording(wording, WORDINGS)
     types = _check_types(types)
     if split == "all":
         countries = None

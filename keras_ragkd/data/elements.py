@@ -17,6 +17,8 @@ import functools
 import re
 
 from keras_ragkd.data.selection import check_question_types
+from keras_ragkd.data.selection import check_wording
+from keras_ragkd.data.selection import record_passages
 from keras_ragkd.data.selection import select_records
 
 PASSAGE_KINDS = ("identity", "mass", "density", "position")
@@ -245,11 +247,9 @@ def element_passages(elements=None):
     neighbours = _neighbours()
     passages = []
     for record in _select(elements):
-        for kind, text in _passage_texts(record, neighbours[record["number"]]).items():
-            if text:
-                passages.append(
-                    {"id": f"{record['slug']}/{kind}", "title": record["name"], "text": text}
-                )
+        passages.extend(
+            record_passages(record, _passage_texts(record, neighbours[record["number"]]))
+        )
     return passages
 
 
@@ -289,10 +289,7 @@ def element_questions(elements=None, types=None, wording="training"):
     >>> element_questions(["Gold"], types=["atomic_number"], wording="reworded")[0]["question"]
     'How many protons does an atom of Gold have?'
     """
-    if wording not in WORDINGS:
-        raise ValueError(
-            f"`wording` must be one of {tuple(WORDINGS)}. Received: wording={wording!r}"
-        )
+    check_wording(wording, WORDINGS)
     types = _check_types(types)
     questions = []
     for record in _select(elements):

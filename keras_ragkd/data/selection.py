@@ -1,4 +1,5 @@
-"""Argument checks shared by the embedded knowledge bases (countries, elements)."""
+"""What the embedded knowledge bases (countries, elements) share: argument
+checks and the layout of their passages."""
 
 
 def check_question_types(types, templates):
@@ -28,6 +29,42 @@ def check_question_types(types, templates):
             f"{sorted(templates)}. Received: types={sorted(unknown)}"
         )
     return types
+
+
+def check_wording(wording, wordings):
+    """Refuses a `wording` that is not a key of `wordings` (`{name: templates}`).
+
+    Example:
+
+    >>> check_wording("reworded", {"training": {}, "reworded": {}})
+    >>> check_wording("formal", {"training": {}, "reworded": {}})
+    Traceback (most recent call last):
+    ...
+    ValueError: `wording` must be one of ('training', 'reworded'). Received: wording='formal'
+    """
+    if wording not in wordings:
+        raise ValueError(
+            f"`wording` must be one of {tuple(wordings)}. Received: wording={wording!r}"
+        )
+
+
+def record_passages(record, texts):
+    """The passages `{"id", "title", "text"}` of one record, one a non-empty text.
+
+    Args:
+        record: a knowledge-base record with `"slug"` and `"name"`.
+        texts: `{group: text}`; a passage's id is `"<slug>/<group>"`.
+
+    Example:
+
+    >>> record_passages({"slug": "gold", "name": "Gold"}, {"identity": "Au.", "mass": ""})
+    [{'id': 'gold/identity', 'title': 'Gold', 'text': 'Au.'}]
+    """
+    return [
+        {"id": f"{record['slug']}/{group}", "title": record["name"], "text": text}
+        for group, text in texts.items()
+        if text
+    ]
 
 
 def select_records(records, names, argument, noun, hint):

@@ -20,6 +20,7 @@ from keras_ragkd.distillation import cached_batch
 from keras_ragkd.distillation import divergences
 from keras_ragkd.distillation import top_k_tail
 from keras_ragkd.validation import check_integer
+from keras_ragkd.validation import check_number
 from keras_ragkd.distillation.divergences import check_same_vocabulary  # noqa: F401 (API)
 from keras_ragkd.distillation.divergences import check_temperature  # noqa: F401 (API)
 from keras_ragkd.distillation.position_weights import combine_masks
@@ -237,12 +238,8 @@ class GeneralizedJSD(DistillationLoss):
 
     def __init__(self, beta=0.5, temperature=None):
         super().__init__(temperature=temperature)
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
-            raise ValueError(
-                "`beta` (the teacher's weight in the JSD mixture) must be a "
-                f"number in [0, 1]. Received: beta={beta!r}"
-            )
-        self.beta = float(beta)
+        # The teacher's weight in the JSD mixture.
+        self.beta = check_number("beta", beta, 0, 1)
 
     def divergence(self, teacher_log_probs, student_log_probs):
         return divergences.generalized_jsd(teacher_log_probs, student_log_probs, self.beta)

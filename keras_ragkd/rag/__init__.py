@@ -15,6 +15,7 @@ from keras_ragkd.rag.metrics import token_f1
 from keras_ragkd.rag.minilm_reader import MiniLMReader
 from keras_ragkd.rag.passage_tokens import PassageTokenTable
 from keras_ragkd.rag.preprocessor import RagPreprocessor
+from keras_ragkd.rag.question_answer_preprocessor import QuestionAnswerPreprocessor
 from keras_ragkd.rag.rag_question_answerer import RagQuestionAnswerer
 from keras_ragkd.rag.rag_question_answerer import GENERATOR_SIZES
 from keras_ragkd.rag.rag_question_answerer import build_generator
@@ -29,6 +30,7 @@ __all__ = [
     "CopyTransformerGenerator",
     "MiniLMReader",
     "PassageTokenTable",
+    "QuestionAnswerPreprocessor",
     "RagPreprocessor",
     "RagQuestionAnswerer",
     "RagSequenceLoss",

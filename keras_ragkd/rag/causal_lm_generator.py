@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from keras_ragkd.validation import check_integer
+
 
 def _int_list(values, name):
     try:
@@ -205,7 +207,7 @@ class CausalLMGenerator(keras.layers.Layer):
         logits = backbone.token_embedding(x, reverse=True)[:, 0]
         return tf.cast(logits, "float32"), tf.stack(updated, axis=1)
 
-    def rag_token_greedy_search(self, encoded, doc_log_probs, end_id, max_length,
+    def rag_token_greedy_search(self, encoded, doc_log_probs, start_id, end_id, max_length,
                                 padding_id=None):
         """Greedy RAG-Token decoding with a KV cache.
 
@@ -218,6 +220,8 @@ class CausalLMGenerator(keras.layers.Layer):
         Args:
             encoded: `encode_prompts` output, rows `batch * num_docs`.
             doc_log_probs: float32 `(batch, num_docs)`, `log P(z|x)`.
+            start_id: int, the prompt's last token, which the prompts
+                already end with (the decoder convention of the RAG layer).
             end_id: int, the token that ends answers.
             max_length: int, generated tokens at most.
             padding_id: int, emitted after `end_id` (default: the generator's).
@@ -226,10 +230,8 @@ class CausalLMGenerator(keras.layers.Layer):
             `(token_ids, scores)`: int32 `(batch, max_length)` and float32
             `(batch,)` summed marginal log-probabilities.
         """
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(
-                f"`max_length` must be a positive integer. Received: max_length={max_length!r}"
-            )
+        del start_id  # Every prompt ends with it.
+        max_length = check_integer("max_length", max_length)
         padding_id = self.padding_id if padding_id is None else int(padding_id)
         backbone = self.backbone
         prompt = encoded["prompt_token_ids"]

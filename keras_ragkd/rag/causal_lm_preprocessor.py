@@ -3,12 +3,12 @@
 import types
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_ragkd.models.chat_template import IM_END
 from keras_ragkd.models.chat_template import IM_START
 from keras_ragkd.models.chat_template import ChatTemplate
+from keras_ragkd.rag.question_answer_preprocessor import QuestionAnswerPreprocessor
 
 DEFAULT_USER_TEMPLATE = "Context: {passage}\nQuestion: {question}"
 
@@ -28,7 +28,7 @@ def _split_user_template(user_template):
 
 
 @keras.saving.register_keras_serializable(package="keras_ragkd")
-class CausalLMRagPreprocessor(keras.layers.Layer):
+class CausalLMRagPreprocessor(QuestionAnswerPreprocessor):
     """Tokenises questions, answers and passages for a decoder-only RAG model.
 
     The generator of a decoder-only RAG model (`CausalLMGenerator`) reads, per
@@ -64,12 +64,8 @@ class CausalLMRagPreprocessor(keras.layers.Layer):
             (e.g. `keras_ragkd.models.ByteLevelLlama3Tokenizer`, or
             `causal_lm.preprocessor.tokenizer`) with `<|im_start|>` and
             `<|im_end|>` tokens; its `end_token_id` ends answers.
-        question_length: int, question tokens kept.
-        passage_length: int, passage tokens kept.
-        answer_length: int, decoder steps (answer tokens + 1).
-        query_as_text: bool, `"query"` is the raw question (for a query
-            encoder on strings such as `MiniLMEncoder`) instead of the
-            question token ids.
+        question_length, passage_length, answer_length, query_as_text: see
+            `QuestionAnswerPreprocessor`.
         system_prompt: str or `None`, a system turn before every prompt.
         user_template: str, the user turn, with `{passage}` then `{question}`.
         **kwargs: `keras.layers.Layer` arguments.
@@ -96,45 +92,23 @@ class CausalLMRagPreprocessor(keras.layers.Layer):
         user_template=DEFAULT_USER_TEMPLATE,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        for name, value in (
-            ("question_length", question_length),
-            ("passage_length", passage_length),
-            ("answer_length", answer_length),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise ValueError(
-                    f"`{name}` must be an integer >= 2. Received: {name}={value!r}"
-                )
-        self.tokenizer = tokenizer
-        self.question_length = question_length
-        self.passage_length = passage_length
-        self.answer_length = answer_length
-        self.query_as_text = bool(query_as_text)
+        super().__init__(
+            tokenizer, question_length, passage_length, answer_length,
+            query_as_text=query_as_text, **kwargs,
+        )
         self.system_prompt = system_prompt or None
         self.user_template = user_template
         before, middle, after = _split_user_template(user_template)
         # A space before a slot belongs to the slot's first word.
-        self._passage_space = before.endswith(" ")
-        self._question_space = middle.endswith(" ")
-        self._ragged_tokens = tf.function(
-            lambda texts: self.tokenizer(texts),
-            input_signature=[tf.TensorSpec([None], tf.string)],
-            autograph=False,
-        )
+        self._leading_space = {
+            "question": middle.endswith(" "),
+            "passage": before.endswith(" "),
+            "answer": False,
+        }
         # Token ids of the fixed prompt text, computed on first use: when a
         # saved model is loaded the tokenizer gets its vocabulary after this
         # constructor runs.
         self._cache = types.SimpleNamespace(pieces=None)
-        self._detokenize_function = tf.function(
-            self.detokenize_to_tensor,
-            input_signature=[tf.TensorSpec([None, None], tf.int32)],
-            autograph=False,
-        )
-        self.built = True
-
-    def build(self, input_shape=None):
-        self.built = True
 
     def _prompt_pieces(self):
         if self._cache.pieces is not None:
@@ -148,8 +122,8 @@ class CausalLMRagPreprocessor(keras.layers.Layer):
         before, middle, after = _split_user_template(self.user_template)
         head, tail = ChatTemplate(system_prompt=self.system_prompt)("\x00").split("\x00")
         texts = [
-            head + (before[:-1] if self._passage_space else before),
-            middle[:-1] if self._question_space else middle,
+            head + (before[:-1] if self._leading_space["passage"] else before),
+            middle[:-1] if self._leading_space["question"] else middle,
             after + tail,
         ]
         with tf.init_scope():  # Eagerly, even on first use inside a tf.function.
@@ -202,65 +176,12 @@ class CausalLMRagPreprocessor(keras.layers.Layer):
         user = self.user_template.format(passage=passage.strip(), question=question.strip())
         return ChatTemplate(system_prompt=self.system_prompt)(user)
 
-    def _token_ids(self, texts, length, leading_space):
+    def _token_ids(self, texts, length, part):
         texts = tf.strings.strip(tf.reshape(tf.convert_to_tensor(texts, tf.string), [-1]))
-        if leading_space:
+        if self._leading_space[part]:
             texts = tf.strings.join([" ", texts])
         ragged = self._ragged_tokens(texts)
         return tf.cast(ragged[:, :length], "int32")
-
-    def tokenize_questions(self, questions):
-        """Question ids `(batch, question_length)`, padded with `padding_id`."""
-        ragged = self._token_ids(questions, self.question_length, self._question_space)
-        return ragged.to_tensor(self.padding_id, shape=[None, self.question_length])
-
-    def tokenize_passages(self, texts, batch_size=256):
-        """Passage ids, NumPy int32 `(len(texts), passage_length)`.
-
-        They fill the RAG layer's `PassageTokenTable`.
-        """
-        texts = list(texts)
-        chunks = [
-            self._token_ids(texts[i : i + batch_size], self.passage_length, self._passage_space)
-            .to_tensor(self.padding_id, shape=[None, self.passage_length])
-            .numpy()
-            for i in range(0, len(texts), batch_size)
-        ]
-        if not chunks:
-            return np.zeros((0, self.passage_length), "int32")
-        return np.concatenate(chunks, axis=0).astype("int32")
-
-    def tokenize_answers(self, answers):
-        """`(decoder_token_ids, labels)`, each `(batch, answer_length)`."""
-        ragged = self._token_ids(answers, self.answer_length - 1, False)
-        batch = ragged.nrows()
-        starts = tf.fill([batch, 1], self.start_id)
-        ends = tf.fill([batch, 1], self.end_id)
-        shape = [None, self.answer_length]
-        decoder_token_ids = tf.concat([starts, ragged], axis=1).to_tensor(
-            self.padding_id, shape=shape
-        )
-        labels = tf.concat([ragged, ends], axis=1).to_tensor(self.padding_id, shape=shape)
-        return decoder_token_ids, labels
-
-    def call(self, x, y=None, sample_weight=None):
-        questions = tf.reshape(tf.convert_to_tensor(x, tf.string), [-1])
-        question_token_ids = self.tokenize_questions(questions)
-        inputs = {
-            "query": questions if self.query_as_text else question_token_ids,
-            "question_token_ids": question_token_ids,
-        }
-        if y is None:
-            return inputs
-        decoder_token_ids, labels = self.tokenize_answers(y)
-        inputs["decoder_token_ids"] = decoder_token_ids
-        return keras.utils.pack_x_y_sample_weight(inputs, labels, sample_weight)
-
-    def detokenize(self, token_ids):
-        """Ids `(batch, time)` → NumPy array of answer strings (see `detokenize_to_tensor`)."""
-        token_ids = tf.convert_to_tensor(keras.ops.convert_to_numpy(token_ids), "int32")
-        texts = self._detokenize_function(token_ids).numpy()
-        return np.asarray([text.decode("utf-8") for text in texts], dtype=object)
 
     def detokenize_to_tensor(self, token_ids):
         """Ids `(batch, time)` → `tf.string` answers `(batch,)`, TF ops only.
@@ -280,21 +201,5 @@ class CausalLMRagPreprocessor(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "tokenizer": keras.saving.serialize_keras_object(self.tokenizer),
-                "question_length": self.question_length,
-                "passage_length": self.passage_length,
-                "answer_length": self.answer_length,
-                "query_as_text": self.query_as_text,
-                "system_prompt": self.system_prompt,
-                "user_template": self.user_template,
-            }
-        )
+        config.update({"system_prompt": self.system_prompt, "user_template": self.user_template})
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["tokenizer"] = keras.saving.deserialize_keras_object(config["tokenizer"])
-        return cls(**config)

@@ -1,12 +1,9 @@
 """`CausalLMRagQuestionAnswerer`: the RAG task with a keras-hub causal LM generator."""
 
 import keras
-import tensorflow as tf
 
 from keras_ragkd.rag.causal_lm_generator import CausalLMGenerator
 from keras_ragkd.rag.causal_lm_preprocessor import CausalLMRagPreprocessor
-from keras_ragkd.rag.losses import RagSequenceLoss
-from keras_ragkd.rag.losses import RagTokenLoss
 from keras_ragkd.rag.passage_tokens import PassageTokenTable
 from keras_ragkd.rag.rag_question_answerer import RagQuestionAnswerer
 from keras_ragkd.rag.retrieval_augmented_generator import RetrievalAugmentedGenerator
@@ -58,76 +55,6 @@ class CausalLMRagQuestionAnswerer(RagQuestionAnswerer):
     >>> len(answers), type(answers[0])  # a random tiny backbone: strings, not yet Lima
     (1, <class 'str'>)
     """
-
-    def compile(self, optimizer="adam", loss="auto", **kwargs):
-        """Like `keras.Model.compile`; `loss="auto"` is the RAG loss on the answer tokens.
-
-        `RagTokenLoss` (`marginalization="token"`) or `RagSequenceLoss(
-        normalize_by_length=True)`, both ignoring the tokenizer's padding id.
-        """
-        if loss == "auto":
-            padding_id = self.preprocessor.padding_id
-            if self.rag.marginalization == "token":
-                loss = RagTokenLoss(padding_id=padding_id)
-            else:
-                loss = RagSequenceLoss(padding_id=padding_id, normalize_by_length=True)
-        super().compile(optimizer=optimizer, loss=loss, **kwargs)
-
-    def preprocess_samples(self, x, y=None, sample_weight=None):
-        """The preprocessor on one batch; without answers, the start token."""
-        if y is not None:
-            return self.preprocessor(x, y, sample_weight)
-        inputs = self.preprocessor(x)
-        batch = tf.shape(inputs["question_token_ids"])[0]
-        inputs["decoder_token_ids"] = tf.fill([batch, 1], self.preprocessor.start_id)
-        return inputs
-
-    def answer_function(self, max_length=None, num_beams=1, marginalization=None,
-                        use_cache=True):
-        """A compiled `tf.function` from question strings to answers.
-
-        As `RagQuestionAnswerer.answer_function`; decoding stops at the
-        tokenizer's end token, and greedy RAG-Token decoding uses the KV
-        cache unless `use_cache=False`.
-        """
-        max_length = max_length or self.preprocessor.answer_length
-        preprocessor = self.preprocessor
-
-        def answer(questions):
-            inputs = preprocessor(questions)
-            context = self.rag.encode_context(inputs, training=False)
-            token_ids, _ = self.rag.decode_context(
-                context,
-                start_id=preprocessor.start_id,
-                end_id=preprocessor.end_id,
-                max_length=max_length,
-                num_beams=num_beams,
-                vocabulary_size=preprocessor.vocabulary_size,
-                marginalization=marginalization,
-                use_cache=use_cache,
-            )
-            outputs = self._passages_of(context["retrieved"])
-            outputs["answers"] = preprocessor.detokenize_to_tensor(token_ids)
-            return outputs
-
-        return tf.function(answer, input_signature=[tf.TensorSpec([None], tf.string)])
-
-    def generate(self, questions, max_length=None, num_beams=1, marginalization=None,
-                 batch_size=64, use_cache=True):
-        """Answers questions (see `RagQuestionAnswerer.generate`).
-
-        Args:
-            use_cache: bool, greedy RAG-Token decoding with the KV cache.
-        """
-        function = self._compiled(
-            "answer_function", max_length, num_beams, marginalization, use_cache
-        )
-        answers = []
-        for batch in self._question_batches(questions, batch_size):
-            # An undertrained model can end on part of a multi-byte character.
-            texts = function(batch)["answers"].numpy()
-            answers.extend(text.decode("utf-8", errors="replace") for text in texts)
-        return answers
 
     def with_index(self, index, backend=None, num_docs=None):
         """A model answering from another knowledge base, sharing the weights."""

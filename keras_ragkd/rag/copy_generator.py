@@ -223,10 +223,9 @@ class CopyTransformerGenerator(keras.layers.Layer):
             training: bool.
         """
         decoder_token_ids = tf.cast(decoder_token_ids, "int32")
+        source = self._source_states(encoded)
         matches = self._source_matches(encoded, decoder_token_ids)
-        hidden = self.embedding(decoder_token_ids) + self._follow_features(
-            encoded, matches
-        )
+        hidden = self.embedding(decoder_token_ids) + self._follow_features(source, matches)
         for layer in self.decoder_layers:
             hidden = layer(
                 hidden,
@@ -235,20 +234,164 @@ class CopyTransformerGenerator(keras.layers.Layer):
                 encoder_padding_mask=encoded["encoder_padding_mask"],
                 training=training,
             )
+        copy_probs, continuations = self._copy_with_continuation(
+            self._copy_scores(encoded, source, hidden), matches
+        )
+        return self._mixed_log_probs(encoded, source, hidden, copy_probs, continuations)
+
+    def rag_token_greedy_search(self, encoded, doc_log_probs, start_id, end_id, max_length,
+                                padding_id=None):
+        """Greedy RAG-Token decoding with a key/value cache.
+
+        The same tokens and scores as `beam_search` with `num_beams=1` over
+        `decode` (which decodes the whole buffer at every step), but each
+        step feeds only the newest token: the decoder's self-attention keys
+        and values, the cross-attention keys and values of the encoder
+        states and the copy keys are computed once, and the copy
+        continuation carries the previous step's copy distribution. At every
+        step the `num_docs` passages' distributions are marginalised,
+        `logsumexp_z(log P(z|x) + log P(y_t|x, z, y_<t))`, and the arg-max is
+        fed to every passage; the `tf.while_loop` stops once every answer
+        has emitted `end_id`. The first decoder input is `start_id`.
+
+        Args:
+            encoded: `encode` output, rows `batch * num_docs` (passages of
+                one question contiguous).
+            doc_log_probs: float32 `(batch, num_docs)`, `log P(z|x)`.
+            start_id: int, the first decoder input.
+            end_id: int, the token that ends answers.
+            max_length: int, generated tokens at most.
+            padding_id: int, emitted after `end_id` (default: the generator's).
+
+        Returns:
+            `(token_ids, scores)`: int32 `(batch, max_length)` and float32
+            `(batch,)` summed marginal log-probabilities.
+
+        Example:
+
+        >>> import numpy as np
+        >>> generator = CopyTransformerGenerator(vocabulary_size=50, hidden_dim=16,
+        ...     num_heads=2, intermediate_dim=32, max_sequence_length=16)
+        >>> encoded = generator.encode(np.array([[5, 6, 7, 0], [6, 8, 9, 0]]))
+        >>> ids, scores = generator.rag_token_greedy_search(
+        ...     encoded, np.log([[0.5, 0.5]]), start_id=2, end_id=3, max_length=4)
+        >>> ids.shape, scores.shape
+        (TensorShape([1, 4]), TensorShape([1]))
+        """
+        max_length = check_integer("max_length", max_length)
+        padding_id = self.padding_id if padding_id is None else int(padding_id)
+        doc_log_probs = tf.cast(doc_log_probs, "float32")
+        batch_size = tf.shape(doc_log_probs)[0]
+        num_docs = tf.shape(doc_log_probs)[1]
+        outputs = encoded["encoder_outputs"]
+        rows, source_length = tf.shape(outputs)[0], tf.shape(outputs)[1]
+        head_dim = self.hidden_dim // self.num_heads
+        layers = self.num_decoder_layers
+        caches = (
+            tf.zeros([rows, layers, 2, max_length, self.num_heads, head_dim], outputs.dtype),
+            tf.zeros([rows, layers, 2, source_length, self.num_heads, head_dim], outputs.dtype),
+        )
+        source = self._source_states(encoded)
+        vocabulary_size = self.vocabulary_size
+        pad_only = tf.one_hot(padding_id, vocabulary_size, on_value=0.0, off_value=-1e9)
+
+        def choose(log_probs, finished):
+            per_doc = tf.reshape(
+                tf.nn.log_softmax(log_probs, axis=-1), [batch_size, num_docs, vocabulary_size]
+            )
+            marginal = tf.reduce_logsumexp(doc_log_probs[:, :, None] + per_doc, axis=1)
+            marginal = tf.where(finished[:, None], pad_only[None, :], marginal)
+            token = tf.argmax(marginal, axis=-1, output_type="int32")
+            return token, tf.gather(marginal, token, batch_dims=1)
+
+        starts = tf.fill([rows], tf.constant(start_id, "int32"))
+        log_probs, caches, copy_probs = self._cached_step(
+            encoded, source, starts, 0, caches, tf.zeros([rows, source_length])
+        )
+        token, score = choose(log_probs, tf.zeros([batch_size], "bool"))
+        positions = tf.range(max_length)
+        ids = tf.where(tf.equal(positions, 0)[None, :], token[:, None], padding_id)
+        finished = tf.equal(token, end_id) | tf.equal(token, padding_id)
+
+        def step(t, ids, caches, copy_probs, token, scores, finished):
+            log_probs, caches, copy_probs = self._cached_step(
+                encoded, source, tf.repeat(token, num_docs), t, caches, copy_probs
+            )
+            token, score = choose(log_probs, finished)
+            ids = tf.where(tf.equal(positions, t)[None, :], token[:, None], ids)
+            finished = finished | tf.equal(token, end_id) | tf.equal(token, padding_id)
+            return t + 1, ids, caches, copy_probs, token, scores + score, finished
+
+        def not_done(t, ids, caches, copy_probs, token, scores, finished):
+            return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
+
+        _, ids, _, _, _, scores, _ = tf.while_loop(
+            not_done,
+            step,
+            (tf.constant(1, "int32"), ids, caches, copy_probs, token, score, finished),
+            maximum_iterations=max_length - 1,
+        )
+        return ids, scores
+
+    def _cached_step(self, encoded, source, token, index, caches, previous_probs):
+        """One decoding step of `token` `(rows,)` at position `index`.
+
+        At `index` 0 (a Python int) the cross-attention cache is filled from
+        the encoder states; later steps read it. Returns the log-probabilities
+        `(rows, vocab)`, the updated `(self, cross)` caches and the step's copy
+        distribution `(rows, source)`.
+        """
+        token_ids = token[:, None]
+        matches = self._source_matches(encoded, token_ids)
+        hidden = self.embedding(token_ids, start_index=index) + self._follow_features(
+            source, matches
+        )
+        self_caches, cross_caches = [], []
+        for i, layer in enumerate(self.decoder_layers):
+            hidden, self_cache, cross_cache = layer(
+                hidden,
+                encoded["encoder_outputs"],
+                encoder_padding_mask=encoded["encoder_padding_mask"],
+                self_attention_cache=caches[0][:, i],
+                self_attention_cache_update_index=index,
+                cross_attention_cache=caches[1][:, i],
+                cross_attention_cache_update_index=0 if isinstance(index, int) else None,
+            )
+            self_caches.append(self_cache)
+            cross_caches.append(cross_cache)
+        copy_probs, continuation = self._continue_copy(
+            previous_probs, self._copy_scores(encoded, source, hidden)[:, 0], matches[:, 0]
+        )
+        log_probs = self._mixed_log_probs(
+            encoded, source, hidden, copy_probs[:, None], continuation[:, None]
+        )
+        caches = (tf.stack(self_caches, axis=1), tf.stack(cross_caches, axis=1))
+        return log_probs[:, 0], caches, copy_probs
+
+    def _source_states(self, encoded):
+        """What every decoding step reads of the encoder states, computed once."""
+        outputs = tf.cast(encoded["encoder_outputs"], "float32")
+        return {
+            "outputs": outputs,
+            "next_states": tf.concat([outputs[:, 1:], tf.zeros_like(outputs[:, :1])], axis=1),
+            "copy_keys": self.copy_key(encoded["encoder_outputs"]),
+        }
+
+    def _copy_scores(self, encoded, source, hidden):
+        """Masked float32 copy scores `(batch, time, source)`."""
+        copy_scores = tf.einsum(
+            "btd,bsd->bts", self.copy_query(hidden), source["copy_keys"]
+        ) / (self.hidden_dim**0.5)
+        copy_mask = encoded["copy_mask"][:, None, :]
+        return tf.where(copy_mask, tf.cast(copy_scores, "float32"), -1e9)
+
+    def _mixed_log_probs(self, encoded, source, hidden, copy_probs, continuations):
+        """`log(p_gen * vocabulary softmax + (1 - p_gen) * copy)`, `(batch, time, vocab)`."""
         vocab_probs = tf.nn.softmax(
             tf.cast(self.embedding.token_embedding(hidden, reverse=True), "float32")
         )
-        copy_scores = tf.einsum(
-            "btd,bsd->bts",
-            self.copy_query(hidden),
-            self.copy_key(encoded["encoder_outputs"]),
-        ) / (self.hidden_dim**0.5)
-        copy_mask = encoded["copy_mask"][:, None, :]
-        copy_scores = tf.where(copy_mask, tf.cast(copy_scores, "float32"), -1e9)
-        copy_probs, continuations = self._copy_with_continuation(copy_scores, matches)
-        outputs = tf.cast(encoded["encoder_outputs"], "float32")
-        context = tf.einsum("bts,bsd->btd", copy_probs, outputs)
-        next_state = tf.einsum("bts,bsd->btd", continuations, outputs)
+        context = tf.einsum("bts,bsd->btd", copy_probs, source["outputs"])
+        next_state = tf.einsum("bts,bsd->btd", continuations, source["outputs"])
         gate = tf.sigmoid(
             tf.cast(
                 self.copy_gate(tf.concat([tf.cast(hidden, "float32"), context, next_state], -1)),
@@ -260,6 +403,13 @@ class CopyTransformerGenerator(keras.layers.Layer):
         )
         probs = gate * vocab_probs + (1.0 - gate) * copied
         return tf.math.log(probs + 1e-9)
+
+    def _continue_copy(self, previous_probs, scores, matched):
+        """One step of `_copy_with_continuation`: `(copy_probs, continuation)`."""
+        copied_from = previous_probs * matched
+        continuation = tf.pad(copied_from[:, :-1], [[0, 0], [1, 0]])
+        probs = tf.nn.softmax(scores + self.continuation_bonus * continuation, axis=-1)
+        return probs, continuation
 
     def _copy_with_continuation(self, copy_scores, matches):
         """Copy distributions that favour continuing the previous copy.
@@ -282,12 +432,7 @@ class CopyTransformerGenerator(keras.layers.Layer):
         """
 
         def step(previous, elements):
-            previous_probs, _ = previous
-            scores, matched = elements
-            copied_from = previous_probs * matched
-            continuation = tf.pad(copied_from[:, :-1], [[0, 0], [1, 0]])
-            probs = tf.nn.softmax(scores + self.continuation_bonus * continuation, axis=-1)
-            return probs, continuation
+            return self._continue_copy(previous[0], *elements)
 
         time_major = [tf.transpose(t, [1, 0, 2]) for t in (copy_scores, matches)]
         zeros = tf.zeros_like(time_major[0][0])
@@ -302,7 +447,7 @@ class CopyTransformerGenerator(keras.layers.Layer):
         )
         return tf.cast(matches, "float32")
 
-    def _follow_features(self, encoded, matches):
+    def _follow_features(self, source, matches):
         """What follows each decoder input token where it occurs in the source.
 
         For decoder token `y_t`, averages the encoder states at positions
@@ -311,10 +456,8 @@ class CopyTransformerGenerator(keras.layers.Layer):
         copying "lu" from "lu ##anda" the decoder sees "##anda" next, and
         after the last piece of an answer it sees the "." that ends it.
         """
-        outputs = tf.cast(encoded["encoder_outputs"], "float32")
-        next_states = tf.concat([outputs[:, 1:], tf.zeros_like(outputs[:, :1])], axis=1)
         matches = matches / tf.maximum(tf.reduce_sum(matches, axis=-1, keepdims=True), 1.0)
-        follow = tf.einsum("bts,bsd->btd", matches, next_states)
+        follow = tf.einsum("bts,bsd->btd", matches, source["next_states"])
         return tf.cast(self.follow_projection(follow), self.compute_dtype)
 
     def call(self, inputs, training=None):

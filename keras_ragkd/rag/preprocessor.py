@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from keras_ragkd.validation import check_integer
+from keras_ragkd.rag.question_answer_preprocessor import QuestionAnswerPreprocessor
 
 # Reduced ids of the special tokens; reduced id `i` maps back to full id
 # `vocabulary_ids[i]`.
@@ -36,7 +36,7 @@ def _special_ids(tokenizer):
 
 
 @keras.saving.register_keras_serializable(package="keras_ragkd")
-class RagPreprocessor(keras.layers.Layer):
+class RagPreprocessor(QuestionAnswerPreprocessor):
     """Tokenises questions, answers and passages for a RAG task model.
 
     The WordPiece tokenizer runs in the graph (inside `tf.data`). Token ids
@@ -56,12 +56,8 @@ class RagPreprocessor(keras.layers.Layer):
             `keras_ragkd.models.load_minilm_tokenizer()`), ragged outputs.
         vocabulary_ids: list of WordPiece ids of the reduced vocabulary; the
             first four must be the ids of `[PAD]`, `[UNK]`, `[CLS]`, `[SEP]`.
-        question_length: int, question tokens kept.
-        passage_length: int, passage tokens kept.
-        answer_length: int, decoder steps (answer tokens + 1).
-        query_as_text: bool, `"query"` is the raw question (for a query
-            encoder on strings such as `MiniLMEncoder`) instead of the
-            question token ids.
+        question_length, passage_length, answer_length, query_as_text: see
+            `QuestionAnswerPreprocessor`.
         **kwargs: `keras.layers.Layer` arguments.
 
     Example:
@@ -86,7 +82,10 @@ class RagPreprocessor(keras.layers.Layer):
         query_as_text=True,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(
+            tokenizer, question_length, passage_length, answer_length,
+            query_as_text=query_as_text, **kwargs,
+        )
         vocabulary_ids = [int(i) for i in vocabulary_ids]
         if len(vocabulary_ids) < 5 or len(set(vocabulary_ids)) != len(vocabulary_ids):
             raise ValueError(
@@ -94,38 +93,11 @@ class RagPreprocessor(keras.layers.Layer):
                 "starting with [PAD], [UNK], [CLS], [SEP]. Received: "
                 f"vocabulary_ids={vocabulary_ids[:8]}... (len {len(vocabulary_ids)})"
             )
-        for name, value in (
-            ("question_length", question_length),
-            ("passage_length", passage_length),
-            ("answer_length", answer_length),
-        ):
-            check_integer(name, value, minimum=2)
-        self.tokenizer = tokenizer
         self.vocabulary_ids = vocabulary_ids
-        self.question_length = question_length
-        self.passage_length = passage_length
-        self.answer_length = answer_length
-        self.query_as_text = bool(query_as_text)
         table = np.full(max(vocabulary_ids) + 2, UNKNOWN_ID, dtype="int32")
         table[vocabulary_ids] = np.arange(len(vocabulary_ids), dtype="int32")
         self._to_reduced = tf.constant(table)
         self._to_full = tf.constant(np.asarray(vocabulary_ids, dtype="int32"))
-        self.built = True
-        # Inside a graph keras-hub tokenizers return ragged tensors (eagerly
-        # they return Python lists).
-        self._ragged_tokens = tf.function(
-            lambda texts: self.tokenizer(texts),
-            input_signature=[tf.TensorSpec([None], tf.string)],
-            autograph=False,
-        )
-        self._detokenize_function = tf.function(
-            self.detokenize_to_tensor,
-            input_signature=[tf.TensorSpec([None, None], tf.int32)],
-            autograph=False,
-        )
-
-    def build(self, input_shape=None):
-        self.built = True
 
     @classmethod
     def from_texts(cls, tokenizer, texts, **kwargs):
@@ -175,74 +147,27 @@ class RagPreprocessor(keras.layers.Layer):
         return PADDING_ID
 
     @property
+    def start_id(self):
+        """The decoder start token, `[CLS]`."""
+        return START_ID
+
+    @property
+    def end_id(self):
+        """The token that ends answers, `[SEP]`."""
+        return END_ID
+
+    @property
     def vocabulary_size(self):
         """Size of the reduced vocabulary."""
         return len(self.vocabulary_ids)
 
-    def _token_ids(self, texts, length):
+    def _token_ids(self, texts, length, part):
+        del part  # Questions, passages and answers are tokenised alike.
         texts = strip_accents(tf.reshape(tf.convert_to_tensor(texts, tf.string), [-1]))
         ragged = self._ragged_tokens(texts)
         clipped = tf.minimum(ragged, tf.shape(self._to_reduced)[0] - 1)
         reduced = tf.ragged.map_flat_values(tf.gather, self._to_reduced, clipped)
         return reduced[:, :length]
-
-    def tokenize_questions(self, questions):
-        """Reduced question ids `(batch, question_length)`."""
-        ragged = self._token_ids(questions, self.question_length)
-        return ragged.to_tensor(PADDING_ID, shape=[None, self.question_length])
-
-    def tokenize_passages(self, texts, batch_size=256):
-        """Reduced passage ids, NumPy int32 `(len(texts), passage_length)`."""
-        texts = list(texts)
-        chunks = [
-            self._token_ids(texts[i : i + batch_size], self.passage_length)
-            .to_tensor(PADDING_ID, shape=[None, self.passage_length])
-            .numpy()
-            for i in range(0, len(texts), batch_size)
-        ]
-        return np.concatenate(chunks, axis=0).astype("int32")
-
-    def tokenize_answers(self, answers):
-        """`(decoder_token_ids, labels)`, each `(batch, answer_length)`."""
-        ragged = self._token_ids(answers, self.answer_length - 1)
-        batch = ragged.nrows()
-        starts = tf.fill([batch, 1], START_ID)
-        ends = tf.fill([batch, 1], END_ID)
-        shape = [None, self.answer_length]
-        decoder_token_ids = tf.concat([starts, ragged], axis=1).to_tensor(PADDING_ID, shape=shape)
-        labels = tf.concat([ragged, ends], axis=1).to_tensor(PADDING_ID, shape=shape)
-        return decoder_token_ids, labels
-
-    def call(self, x, y=None, sample_weight=None):
-        questions = tf.reshape(tf.convert_to_tensor(x, tf.string), [-1])
-        question_token_ids = self.tokenize_questions(questions)
-        inputs = {
-            "query": questions if self.query_as_text else question_token_ids,
-            "question_token_ids": question_token_ids,
-        }
-        if y is None:
-            return inputs
-        decoder_token_ids, labels = self.tokenize_answers(y)
-        inputs["decoder_token_ids"] = decoder_token_ids
-        return keras.utils.pack_x_y_sample_weight(inputs, labels, sample_weight)
-
-    def generate_preprocess(self, questions):
-        """Question strings → the inputs `generate` decodes from (keras-hub's name)."""
-        return self(questions)
-
-    def generate_postprocess(self, token_ids):
-        """Generated reduced ids → answer strings, in the graph (keras-hub's name)."""
-        return self.detokenize_to_tensor(token_ids)
-
-    def detokenize(self, token_ids):
-        """Reduced ids `(batch, time)` → NumPy array of answer strings.
-
-        Decoding stops at the first `[SEP]`; padding and `[CLS]` are dropped.
-        The work is `detokenize_to_tensor`, in the graph.
-        """
-        token_ids = tf.convert_to_tensor(keras.ops.convert_to_numpy(token_ids), "int32")
-        texts = self._detokenize_function(token_ids).numpy()
-        return np.asarray([text.decode("utf-8") for text in texts], dtype=object)
 
     def detokenize_to_tensor(self, token_ids):
         """Reduced ids `(batch, time)` → `tf.string` answers `(batch,)`, TF ops only.
@@ -265,20 +190,5 @@ class RagPreprocessor(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "tokenizer": keras.saving.serialize_keras_object(self.tokenizer),
-                "vocabulary_ids": self.vocabulary_ids,
-                "question_length": self.question_length,
-                "passage_length": self.passage_length,
-                "answer_length": self.answer_length,
-                "query_as_text": self.query_as_text,
-            }
-        )
+        config["vocabulary_ids"] = self.vocabulary_ids
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["tokenizer"] = keras.saving.deserialize_keras_object(config["tokenizer"])
-        return cls(**config)

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_ragkd.distribute import MultiWorkerFitMixin
+from keras_ragkd.pipelines import is_raw_text
 from keras_ragkd.pipelines import preprocessed_dataset
 from keras_ragkd.rag.copy_generator import CopyTransformerGenerator
 from keras_ragkd.rag.exporting import export_question_answerer
@@ -14,8 +15,6 @@ from keras_ragkd.rag.losses import RagSequenceLoss
 from keras_ragkd.rag.losses import RagTokenLoss
 from keras_ragkd.rag.minilm_reader import MiniLMReader
 from keras_ragkd.rag.passage_tokens import PassageTokenTable
-from keras_ragkd.rag.preprocessor import END_ID
-from keras_ragkd.rag.preprocessor import START_ID
 from keras_ragkd.rag.presets import load_rag_preset
 from keras_ragkd.rag.presets import save_rag_preset
 from keras_ragkd.rag.retrieval_augmented_generator import RetrievalAugmentedGenerator
@@ -57,10 +56,11 @@ def _as_raw_inputs(x, y):
 class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
     """Question answering with retrieval-augmented generation, on raw strings.
 
-    A keras-hub style task: a `RagPreprocessor` (tokenisation in `tf.data`)
-    plus a `RetrievalAugmentedGenerator` layer. `fit`/`evaluate`/`predict`
-    take `(question, answer)` strings (or a `tf.data.Dataset` of string
-    pairs) and map the preprocessor over them, as keras-hub tasks do;
+    A task in keras-hub's shape: a preprocessor (`RagPreprocessor`,
+    tokenisation in `tf.data`) plus a `RetrievalAugmentedGenerator` layer.
+    `fit`/`evaluate`/`predict` take `(question, answer)` strings (or a
+    `tf.data.Dataset` of string pairs) and map `preprocess_samples` over
+    them, as keras-hub's `Task` does;
     `generate` returns answer strings from one compiled function (tokenising,
     retrieving, decoding with greedy or beam search, RAG-Token or RAG-Sequence,
     and detokenising, all in the graph); `export` writes that function as a
@@ -73,10 +73,17 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
     so the model can also be the teacher or student of a `Distiller` (which
     applies the student's preprocessor to raw strings too).
 
+    It is not a subclass of `keras_hub.models.Task`: keras-hub tasks must
+    be functional models (`PipelineModel` rewrites its own base class each
+    time a task is built, so a subclassed task breaks the functional ones
+    in the same process, such as MiniLM's `BertTextEmbedder`), and the RAG
+    layer's inputs are not a fixed functional signature (the question
+    string for a text query encoder, retrieved rows from an input pipeline).
+
     Args:
-        preprocessor: a `RagPreprocessor`.
+        preprocessor: a `QuestionAnswerPreprocessor` (e.g. `RagPreprocessor`).
         rag: a `RetrievalAugmentedGenerator` whose generator uses the
-            preprocessor's reduced vocabulary.
+            preprocessor's vocabulary.
         **kwargs: `keras.Model` arguments.
 
     Example:
@@ -120,6 +127,19 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
         # cannot hold functions keyed by tuples.
         self._functions = types.SimpleNamespace(by_key={})
 
+    def __call__(self, *args, **kwargs):
+        # As keras-hub tasks do, refuse raw strings; the preprocessed inputs
+        # may hold the question string for the query encoder.
+        inputs = args[0] if args else kwargs.get("inputs")
+        if is_raw_text(inputs):
+            raise ValueError(
+                "Calling the model does not preprocess; pass raw strings to "
+                "`predict`, `fit`, `evaluate` or `generate`, or call the model "
+                "on `model.preprocessor(questions)`. "
+                f"Received: inputs={inputs!r:.120}"
+            )
+        return super().__call__(*args, **kwargs)
+
     def call(self, inputs, training=None):
         return self.rag(inputs, training=training)
 
@@ -131,8 +151,9 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
     def compile(self, optimizer="adam", loss="auto", query_encoder_optimizer="auto", **kwargs):
         """Like `keras.Model.compile`; `loss="auto"` picks the RAG loss.
 
-        `"auto"` is `RagTokenLoss()` for `marginalization="token"` and
-        `RagSequenceLoss(normalize_by_length=True)` for `"sequence"`.
+        `"auto"` is `RagTokenLoss` for `marginalization="token"` and
+        `RagSequenceLoss(normalize_by_length=True)` for `"sequence"`, both
+        ignoring the preprocessor's padding id.
 
         A trainable query encoder (`build_rag_question_answerer(...,
         train_query_encoder=True)`) gets its own optimizer, so that it moves
@@ -151,10 +172,11 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
             **kwargs: other `keras.Model.compile` arguments.
         """
         if loss == "auto":
+            padding_id = self.preprocessor.padding_id
             if self.rag.marginalization == "token":
-                loss = RagTokenLoss()
+                loss = RagTokenLoss(padding_id=padding_id)
             else:
-                loss = RagSequenceLoss(normalize_by_length=True)
+                loss = RagSequenceLoss(padding_id=padding_id, normalize_by_length=True)
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
         self.query_encoder_optimizer = query_encoder_optimizer_for(
             self.optimizer, query_encoder_optimizer, self.rag.query_encoder
@@ -209,7 +231,7 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
     # Data.
 
     def preprocess_samples(self, x, y=None, sample_weight=None):
-        """The preprocessor on one batch; without answers, the start token.
+        """The preprocessor on one batch of raw strings (keras-hub's hook).
 
         Questions alone (as `predict` gets them) are given the decoder start
         token, so the model returns `log P(first answer token | x)`.
@@ -218,7 +240,7 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
             return self.preprocessor(x, y, sample_weight)
         inputs = self.preprocessor(x)
         batch = tf.shape(inputs["question_token_ids"])[0]
-        inputs["decoder_token_ids"] = tf.fill([batch, 1], START_ID)
+        inputs["decoder_token_ids"] = tf.fill([batch, 1], self.preprocessor.start_id)
         return inputs
 
     def preprocess(self, questions, answers=None, batch_size=32, shuffle=False, seed=None):
@@ -290,40 +312,44 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
         for start in range(0, len(questions), batch_size):
             yield tf.constant(questions[start : start + batch_size])
 
-    def answer_function(self, max_length=None, num_beams=1, marginalization=None):
+    def answer_function(self, max_length=None, num_beams=1, marginalization=None,
+                        **decode_options):
         """A compiled `tf.function` from question strings to answers.
 
-        One graph: preprocessing, retrieval, the decoding loop and
-        detokenisation. `generate` calls it and `export` saves it.
+        One graph: `generate_preprocess`, retrieval, the decoding loop and
+        `generate_postprocess`. `generate` calls it and `export` saves it.
 
         Args:
             max_length: int, answer tokens (defaults to the preprocessor's
                 `answer_length`).
             num_beams: int, 1 for greedy search.
             marginalization: `"token"`, `"sequence"` or `None` for the model's.
+            **decode_options: other arguments of the RAG layer's
+                `decode_context` (e.g. `use_cache`).
 
         Returns:
             A `tf.function` taking `tf.string` `(batch,)` and returning a dict
             `{"answers": tf.string (batch,), "passage_ids": tf.string
             (batch, num_docs), "passage_probabilities": float32 (batch, num_docs)}`.
         """
-        max_length = max_length or self.preprocessor.answer_length
-        vocabulary_size = self.preprocessor.vocabulary_size
+        preprocessor = self.preprocessor
+        max_length = max_length or preprocessor.answer_length
 
         def answer(questions):
-            inputs = self.preprocessor.generate_preprocess(questions)
+            inputs = preprocessor.generate_preprocess(questions)
             context = self.rag.encode_context(inputs, training=False)
             token_ids, _ = self.rag.decode_context(
                 context,
-                start_id=START_ID,
-                end_id=END_ID,
+                start_id=preprocessor.start_id,
+                end_id=preprocessor.end_id,
                 max_length=max_length,
                 num_beams=num_beams,
-                vocabulary_size=vocabulary_size,
+                vocabulary_size=preprocessor.vocabulary_size,
                 marginalization=marginalization,
+                **decode_options,
             )
             outputs = self._passages_of(context["retrieved"])
-            outputs["answers"] = self.preprocessor.generate_postprocess(token_ids)
+            outputs["answers"] = preprocessor.generate_postprocess(token_ids)
             return outputs
 
         return tf.function(answer, input_signature=[tf.TensorSpec([None], tf.string)])
@@ -348,17 +374,17 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
 
         return tf.function(retrieve, input_signature=[tf.TensorSpec([None], tf.string)])
 
-    def _compiled(self, name, *args):
-        """`name(*args)` (a function factory) cached per retriever backend."""
+    def _compiled(self, name, *args, **kwargs):
+        """`name(*args, **kwargs)` (a function factory) cached per retriever backend."""
         if self.rag.retriever is None:
             raise ValueError(
                 "This model reads passages its input pipeline retrieved "
                 "(`with_retrieved_passages`); to generate or export, give it a "
                 "retriever first: `model.with_index(index)`. Received: retriever=None"
             )
-        key = (name, args, self.rag.retriever.backend)
+        key = (name, args, tuple(sorted(kwargs.items())), self.rag.retriever.backend)
         if key not in self._functions.by_key:
-            self._functions.by_key[key] = getattr(self, name)(*args)
+            self._functions.by_key[key] = getattr(self, name)(*args, **kwargs)
         return self._functions.by_key[key]
 
     def _passages_of(self, retrieved):
@@ -371,7 +397,7 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
         }
 
     def generate(self, questions, max_length=None, num_beams=1, marginalization=None,
-                 batch_size=64):
+                 batch_size=64, **decode_options):
         """Answers questions.
 
         Args:
@@ -382,14 +408,21 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
             marginalization: `"token"` (RAG-Token decoding), `"sequence"`
                 (RAG-Sequence thorough decoding) or `None` for the model's.
             batch_size: int, questions per compiled call.
+            **decode_options: other arguments of the RAG layer's
+                `decode_context`: `use_cache=False` decodes greedy RAG-Token
+                answers without the generator's key/value cache.
 
         Returns:
             A list of answer strings.
         """
-        function = self._compiled("answer_function", max_length, num_beams, marginalization)
+        function = self._compiled(
+            "answer_function", max_length, num_beams, marginalization, **decode_options
+        )
         answers = []
         for batch in self._question_batches(questions, batch_size):
-            answers.extend(text.decode("utf-8") for text in function(batch)["answers"].numpy())
+            # An undertrained model can end on part of a multi-byte character.
+            texts = function(batch)["answers"].numpy()
+            answers.extend(text.decode("utf-8", errors="replace") for text in texts)
         return answers
 
     def retrieve(self, questions, batch_size=64):

@@ -1,7 +1,6 @@
 """`RetrievalAugmentedGenerator`: retrieve passages, generate, marginalise."""
 
 import math
-import numbers
 
 import keras
 import numpy as np
@@ -15,6 +14,8 @@ from keras_ragkd.rag.marginalization import add_document_log_probs
 from keras_ragkd.rag.marginalization import document_log_probs
 from keras_ragkd.rag.marginalization import rag_token_marginal
 from keras_ragkd.rag.passage_tokens import PassageTokenTable
+from keras_ragkd.validation import check_integer
+from keras_ragkd.validation import check_number
 
 MARGINALIZATIONS = ("token", "sequence")
 
@@ -162,19 +163,11 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
                 f"`marginalization` must be one of {MARGINALIZATIONS}. "
                 f"Received: marginalization={marginalization!r}"
             )
-        if isinstance(num_docs, bool) or not isinstance(num_docs, int) or num_docs < 1:
-            raise ValueError(
-                f"`num_docs` must be a positive integer. Received: num_docs={num_docs!r}"
-            )
-        if isinstance(doc_score_scale, bool) or not (
-            isinstance(doc_score_scale, numbers.Real)
-            and math.isfinite(doc_score_scale)
-            and doc_score_scale > 0
-        ):
-            raise ValueError(
-                "`doc_score_scale` must be a positive finite number (it is learned as "
-                f"its logarithm). Received: doc_score_scale={doc_score_scale!r}"
-            )
+        num_docs = check_integer("num_docs", num_docs)
+        # Learned as its logarithm.
+        doc_score_scale = check_number(
+            "doc_score_scale", doc_score_scale, low=0, low_inclusive=False
+        )
         retriever_k = getattr(retriever, "k", num_docs)
         if retriever_k < num_docs:
             raise ValueError(
@@ -190,7 +183,7 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
         self.passage_tokens = passage_tokens
         self.num_docs = num_docs
         self.marginalization = marginalization
-        self.initial_doc_score_scale = float(doc_score_scale)
+        self.initial_doc_score_scale = doc_score_scale
         self.train_doc_score_scale = bool(train_doc_score_scale)
         self.copy_from_question = bool(copy_from_question)
         self.padding_id = int(padding_id)
@@ -384,7 +377,7 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
         if (marginalization == "token" and num_beams == 1 and use_cache
                 and hasattr(self.generator, "rag_token_greedy_search")):
             return self.generator.rag_token_greedy_search(
-                context["encoded"], context["retrieved"]["doc_log_probs"], end_id,
+                context["encoded"], context["retrieved"]["doc_log_probs"], start_id, end_id,
                 max_length=max_length, padding_id=self.padding_id,
             )
         if marginalization == "token":

@@ -12,6 +12,7 @@ from keras_ragkd.retrieval.passage_index import check_k
 from keras_ragkd.retrieval.retriever import PassageRetriever
 from keras_ragkd.retrieval.tfidf_query_encoder import lexical_query_encoder
 from keras_ragkd.retrieval.top_k import blockwise_top_k
+from keras_ragkd.validation import check_number
 
 LEXICAL_WEIGHTS = ("lexical_rows", "lexical_columns", "lexical_values")
 
@@ -115,13 +116,10 @@ class HybridRetriever(PassageRetriever):
                 "`candidates` (taken from each list) must be at least `k`. "
                 f"Received: candidates={candidates}, k={self.k}"
             )
-        if not (isinstance(rrf_constant, (int, float)) and rrf_constant > 0):
-            raise ValueError(
-                f"`rrf_constant` must be a positive number. Received: rrf_constant={rrf_constant!r}"
-            )
+        rrf_constant = check_number("rrf_constant", rrf_constant, low=0, low_inclusive=False)
         self.fusion = fusion
         self.candidates = int(candidates)
-        self.rrf_constant = float(rrf_constant)
+        self.rrf_constant = rrf_constant
         self.train_lexical_weight = bool(train_lexical_weight)
         self.lexical_weight = self._add_weight_after_build(
             shape=(), dtype="float32", trainable=self.train_lexical_weight,

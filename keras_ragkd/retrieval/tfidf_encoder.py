@@ -11,12 +11,16 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.feature_extraction.text import TfidfTransformer
 
 from keras_ragkd.io_utils import atomic_write
+from keras_ragkd.io_utils import read_json_record
+from keras_ragkd.io_utils import write_json
 from keras_ragkd.retrieval.passage import check_texts
 from keras_ragkd.validation import check_integer
 from keras_ragkd.validation import is_integer
 
 CONFIG_FILE = "tfidf_encoder.json"
 ARRAYS_FILE = "tfidf_encoder.npz"
+# The version of the `CONFIG_FILE` layout; `load` reads this one only.
+FORMAT_VERSION = 1
 # Words of any length, so that "3" or "a" count as terms.
 TOKEN_PATTERN = r"(?u)\b\w+\b"
 
@@ -53,12 +57,7 @@ class TfidfEncoder:
 
     def fit(self, texts):
         """Learns vocabulary, IDF and the SVD projection. Returns `self`."""
-        texts = check_texts(texts)
-        if not any(re.search(TOKEN_PATTERN, text) for text in texts):
-            raise ValueError(
-                "TfidfEncoder needs texts with words to learn a vocabulary from; these "
-                f"are all empty or punctuation. Received: texts={texts[:3]!r}"
-            )
+        texts = _check_words(texts)
         counts = CountVectorizer(
             ngram_range=self.ngram_range, token_pattern=TOKEN_PATTERN
         ).fit(texts)
@@ -119,12 +118,7 @@ class TfidfEncoder:
         (True, 0)
         """
         self._check_fitted()
-        texts = check_texts(texts)
-        if not any(re.search(TOKEN_PATTERN, text) for text in texts):
-            raise ValueError(
-                "TfidfEncoder needs texts with words to learn a vocabulary from; these "
-                f"are all empty or punctuation. Received: texts={texts[:3]!r}"
-            )
+        texts = _check_words(texts)
         counts = CountVectorizer(
             ngram_range=self.ngram_range,
             token_pattern=TOKEN_PATTERN,
@@ -135,19 +129,20 @@ class TfidfEncoder:
         return tfidf.multiply(1.0 / np.maximum(norms, 1e-12)[:, None]).tocsr()
 
     def save(self, directory):
-        """Writes the encoder as JSON + `.npz` (no pickle) into `directory`."""
+        """Writes the encoder as JSON + `.npz` (no pickle) into `directory`.
+
+        Each file is replaced atomically; the JSON records `format_version`.
+        """
         self._check_fitted()
         os.makedirs(directory, exist_ok=True)
         config = {
+            "format_version": FORMAT_VERSION,
             "dim": self.requested_dim,
             "ngram_range": list(self.ngram_range),
             "seed": self.seed,
             "vocabulary": self.vocabulary,
         }
-        atomic_write(
-            os.path.join(directory, CONFIG_FILE),
-            lambda f: f.write(json.dumps(config).encode()),
-        )
+        write_json(os.path.join(directory, CONFIG_FILE), config)
         atomic_write(
             os.path.join(directory, ARRAYS_FILE),
             lambda f: np.savez(f, idf=self.idf, components=self.components),
@@ -155,7 +150,8 @@ class TfidfEncoder:
 
     @classmethod
     def load(cls, directory):
-        """Loads an encoder written by `save`, refusing inconsistent files."""
+        """Loads an encoder written by `save`, refusing inconsistent files and
+        any other `format_version`."""
         directory = os.fspath(directory)
         config_path = os.path.join(directory, CONFIG_FILE)
         arrays_path = os.path.join(directory, ARRAYS_FILE)
@@ -165,9 +161,10 @@ class TfidfEncoder:
                     "Expected a folder written by `TfidfEncoder.save`. "
                     f"Received: missing file={path!r}"
                 )
+        config = read_json_record(
+            config_path, "TF-IDF encoder configuration", "`TfidfEncoder.save`", FORMAT_VERSION
+        )
         try:
-            with open(config_path, encoding="utf-8") as f:
-                config = json.load(f)
             encoder = cls(config["dim"], tuple(config["ngram_range"]), config["seed"])
             vocabulary = config["vocabulary"]
         except (ValueError, KeyError, TypeError) as error:
@@ -208,6 +205,17 @@ def tfidf_identity(vocabulary, idf, components=None):
         return f"tfidf/{len(vocabulary)}/{digest.hexdigest()[:16]}"
     digest.update(np.asarray(components, dtype=np.float32).tobytes())
     return f"tfidf-svd/{components.shape[0]}/{digest.hexdigest()[:16]}"
+
+
+def _check_words(texts):
+    """`check_texts(texts)`, refusing a list in which no text has a word."""
+    texts = check_texts(texts)
+    if not any(re.search(TOKEN_PATTERN, text) for text in texts):
+        raise ValueError(
+            "TfidfEncoder needs texts with words to learn a vocabulary from; these "
+            f"are all empty or punctuation. Received: texts={texts[:3]!r}"
+        )
+    return texts
 
 
 def _check_fitted_state(vocabulary, idf, components, directory):

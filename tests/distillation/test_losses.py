@@ -366,6 +366,8 @@ def test_names_resolve_to_losses():
     [
         (lambda: losses.get("cosine"), "Received: distillation_loss='cosine'"),
         (lambda: GeneralizedJSD(beta=1.5), "Received: beta=1.5"),
+        (lambda: GeneralizedJSD(beta=True), "Received: beta=True"),
+        (lambda: GeneralizedJSD(beta=float("nan")), "Received: beta=nan"),
         (lambda: ForwardKL(temperature=0.0), "Received: temperature=0.0"),
         (lambda: TopKTailKL(top_k=0), "Received: top_k=0"),
         (lambda: LogitsDistillation(loss="categorical_crossentropy"),

@@ -298,6 +298,9 @@ def test_generate_returns_strings_and_stops_at_im_end(trained):
         stop = row.tolist().index(end)  # "<|im_end|>" is emitted, then padding only.
         assert stop < 8 and all(t == pad for t in row[stop + 1 :])
     assert model.generate(QUESTIONS[:2], marginalization="sequence", num_beams=2) == ANSWERS[:2]
+    for bad in (0, True, 8.0):
+        with pytest.raises(ValueError, match=f"positive integer. Received: max_length={bad!r}"):
+            model.rag.generator.rag_token_greedy_search(None, None, 0, end, max_length=bad)
 
 
 def test_keras_file_round_trip(trained, tmp_path):

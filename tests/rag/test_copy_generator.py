@@ -5,6 +5,8 @@ import tensorflow as tf
 
 from keras_ragkd.rag import CopyTransformerGenerator
 from keras_ragkd.rag import scatter_copy_probs
+from keras_ragkd.rag.decoding import beam_search
+from keras_ragkd.rag.preprocessor import START_ID as START
 
 
 def test_scatter_copy_probs_matches_dense_one_hot():
@@ -73,6 +75,50 @@ def test_copy_learns_to_emit_tokens_never_seen_as_targets():
 def test_constructor_validation():
     with pytest.raises(ValueError, match="Received: hidden_dim=0"):
         CopyTransformerGenerator(10, hidden_dim=0)
+
+
+def _uncached_greedy(generator, encoded, doc_log_probs, end_id, max_length):
+    """Greedy RAG-Token `beam_search` over `decode`, recomputing the whole buffer."""
+    batch, num_docs = doc_log_probs.shape
+    vocabulary_size = generator.vocabulary_size
+
+    def next_log_probs(ids, position):
+        per_doc = tf.nn.log_softmax(generator.decode(encoded, tf.repeat(ids, num_docs, 0)))
+        per_doc = tf.reshape(tf.gather(per_doc, position, axis=1), [-1, num_docs, vocabulary_size])
+        return tf.reduce_logsumexp(doc_log_probs[:, :, None] + per_doc, axis=1)
+
+    return beam_search(next_log_probs, batch, vocabulary_size, START, end_id,
+                       max_length)
+
+
+@pytest.mark.parametrize("num_decoder_layers", [1, 2])
+def test_cached_greedy_search_matches_recomputing_every_step(num_decoder_layers):
+    keras.utils.set_random_seed(1)
+    generator = CopyTransformerGenerator(
+        30, hidden_dim=16, num_heads=2, intermediate_dim=32, max_sequence_length=12,
+        num_decoder_layers=num_decoder_layers, dropout=0.0,
+    )
+    rng = np.random.default_rng(0)
+    batch, num_docs, max_length = 3, 2, 8
+    sources = rng.integers(4, 30, size=(batch * num_docs, 9))
+    sources[:, -2:] = 0
+    # Repeated source tokens exercise the copy continuation.
+    sources[:, 4] = sources[:, 1]
+    encoded = generator.encode(sources)
+    doc_log_probs = tf.nn.log_softmax(rng.normal(size=(batch, num_docs)).astype("float32"))
+    ids, scores = generator.rag_token_greedy_search(encoded, doc_log_probs, START, -1, max_length)
+    expected, expected_scores = _uncached_greedy(generator, encoded, doc_log_probs, -1, max_length)
+    np.testing.assert_array_equal(ids.numpy(), expected.numpy()[:, 0])
+    np.testing.assert_allclose(scores.numpy(), expected_scores.numpy()[:, 0], rtol=1e-5)
+    # Ending early: a token greedy decoding emits mid-answer becomes the end.
+    end_id = int(ids.numpy()[0, 2])
+    ids, scores = generator.rag_token_greedy_search(encoded, doc_log_probs, START, end_id, max_length)
+    expected, expected_scores = _uncached_greedy(
+        generator, encoded, doc_log_probs, end_id, max_length
+    )
+    np.testing.assert_array_equal(ids.numpy(), expected.numpy()[:, 0])
+    np.testing.assert_allclose(scores.numpy(), expected_scores.numpy()[:, 0], rtol=1e-5)
+    assert (ids.numpy()[0, 3:] == 0).all()
 
 
 def test_copy_continues_from_the_position_it_copied_from():

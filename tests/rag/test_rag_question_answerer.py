@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_ragkd.distillation import Distiller
 from keras_ragkd.distillation import TeacherCache
@@ -161,3 +162,14 @@ def test_model_rejects_bad_inputs(trained):
         model.generate([1, 2])
     with pytest.raises(ValueError, match="Received: len\\(questions\\)=1"):
         model.preprocess(["a"], ["b", "c"])
+    with pytest.raises(ValueError, match="does not preprocess.*Received: inputs="):
+        model(["What is the capital of France?"])
+
+
+@pytest.mark.slow
+def test_predict_on_raw_strings_matches_a_call_on_preprocessed_inputs(trained):
+    model, _, _, _ = trained
+    questions = ["What is the capital of France?", "What is the currency of Japan?"]
+    predicted = model.predict(questions, verbose=0)
+    called = model(model.preprocess_samples(tf.constant(questions)), training=False)
+    np.testing.assert_allclose(predicted, keras.ops.convert_to_numpy(called), rtol=1e-5, atol=1e-6)

@@ -254,6 +254,9 @@ def test_bad_arguments_are_refused(small_kb):
         HybridRetriever(index, tfidf, fusion="max")
     with pytest.raises(ValueError, match="Received: candidates=3, k=5"):
         HybridRetriever(index, tfidf, k=5, candidates=3)
+    for bad in (0, -1.0, float("inf"), True):
+        with pytest.raises(ValueError, match=f"Received: rrf_constant={bad!r}"):
+            HybridRetriever(index, tfidf, rrf_constant=bad)
     with pytest.raises(ValueError, match="Received: lexical_encoder=None"):
         HybridRetriever(index)
     with pytest.raises(TypeError, match="Received: encoder="):

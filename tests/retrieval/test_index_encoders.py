@@ -92,7 +92,7 @@ def test_tampered_tfidf_files_are_refused(tfidf_folder, passages):
     _write_manifest(tfidf_folder, manifest)
     with pytest.raises(ValueError, match="corrupted"):
         PassageIndex.load(tfidf_folder)
-    with pytest.raises(ValueError, match="configuration cannot be read"):
+    with pytest.raises(ValueError, match="TF-IDF encoder configuration is not valid JSON"):
         PassageIndex.load(tfidf_folder, verify_checksums=False)
     info = PassageIndex.describe(tfidf_folder)
     assert info["files"]["tfidf_encoder.json"]["state"] == "checksum mismatch"

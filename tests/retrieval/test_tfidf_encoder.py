@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 from sklearn.decomposition import TruncatedSVD
@@ -61,4 +63,19 @@ def test_errors_are_clear(tmp_path, texts):
     with pytest.raises(TypeError, match="Received: text=None"):
         TfidfEncoder(dim=4).fit(texts[:10] + [None])
     with pytest.raises(ValueError, match="Received: missing file="):
+        TfidfEncoder.load(tmp_path)
+
+
+def test_load_refuses_an_unknown_format_version(tmp_path, texts):
+    TfidfEncoder(dim=4).fit(texts[:50]).save(tmp_path)
+    config_path = tmp_path / "tfidf_encoder.json"
+    config = json.loads(config_path.read_text())
+    assert config["format_version"] == 1
+    config["format_version"] = 2
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"reads version 1 only.*format_version=2"):
+        TfidfEncoder.load(tmp_path)
+    del config["format_version"]
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"reads version 1 only.*format_version=None"):
         TfidfEncoder.load(tmp_path)
