@@ -110,7 +110,9 @@ def clustered_embeddings(count, num_queries, seed):
         return out
 
     def noise(n, norm):
-        return norm / np.sqrt(DIM) * rng.standard_normal((n, DIM), dtype=np.float32)
+        # A float32 scale: a NumPy float64 scalar would make the array float64.
+        scale = np.float32(norm / np.sqrt(DIM))
+        return scale * rng.standard_normal((n, DIM), dtype=np.float32)
 
     vectors = draw(count)
     queries = draw(num_queries) + noise(num_queries, config["query_noise"])
