@@ -46,7 +46,6 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 BATCH_SIZES = (1, 32)
 MAX_LENGTHS = (1, 2, 4, 8, 12, 16)
 QUICK_MAX_LENGTHS = (1, 4, 8, 12, 16)
-START_ID = 2
 NEVER_EMITTED = -1
 PAYS_RATIO = 1.5
 
@@ -86,7 +85,7 @@ def compiled(model, max_length, use_cache):
         if not max_length:
             return context["encoded"]["encoder_outputs"]
         token_ids, _ = model.rag.decode_context(
-            context, start_id=START_ID, end_id=NEVER_EMITTED, max_length=max_length,
+            context, start_id=model.preprocessor.start_id, end_id=NEVER_EMITTED, max_length=max_length,
             num_beams=1, vocabulary_size=model.preprocessor.vocabulary_size,
             use_cache=use_cache,
         )
@@ -117,7 +116,7 @@ def step_seconds(model, questions, max_length, repeats):
     encoded = model.rag.encode_context(inputs, training=False)["encoded"]
     rows = encoded["encoder_outputs"].shape[0]
     decode = tf.function(lambda ids: model.rag.generator.decode(encoded, ids))
-    seconds, _ = median_seconds(decode, tf.fill([rows, max_length + 1], START_ID), repeats)
+    seconds, _ = median_seconds(decode, tf.fill([rows, max_length + 1], model.preprocessor.start_id), repeats)
     return seconds
 
 

@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from keras_ragkd.rag.decoding import cached_rag_token_greedy_search
 from keras_ragkd.validation import check_integer
 
 
@@ -214,8 +215,8 @@ class CausalLMGenerator(keras.layers.Layer):
         At every step the next-token distributions of all `num_docs` passages
         are marginalised, `log P(y_t|x, y_<t) = logsumexp_z(log P(z|x) +
         log P(y_t|x, z, y_<t))`, and the arg-max is fed to every passage.
-        One prefill of the prompts, then one cached step per token, in a
-        `tf.while_loop` that stops when every answer has emitted `end_id`.
+        One prefill of the prompts, then one cached step per token
+        (`decoding.cached_rag_token_greedy_search`).
 
         Args:
             encoded: `encode_prompts` output, rows `batch * num_docs`.
@@ -235,9 +236,6 @@ class CausalLMGenerator(keras.layers.Layer):
         padding_id = self.padding_id if padding_id is None else int(padding_id)
         backbone = self.backbone
         prompt = encoded["prompt_token_ids"]
-        doc_log_probs = tf.cast(doc_log_probs, "float32")
-        batch_size = tf.shape(doc_log_probs)[0]
-        num_docs = tf.shape(doc_log_probs)[1]
         rows = tf.shape(prompt)[0]
         prompt_length = tf.shape(prompt)[1]
         total = prompt_length + max_length
@@ -249,44 +247,16 @@ class CausalLMGenerator(keras.layers.Layer):
             [rows, backbone.num_layers, 2, total, backbone.num_key_value_heads, head_dim],
             backbone.compute_dtype,
         )
-        vocabulary_size = self.vocabulary_size
-        pad_only = tf.one_hot(padding_id, vocabulary_size, on_value=0.0, off_value=-1e9)
 
-        def choose(logits, finished):
-            per_doc = tf.nn.log_softmax(logits, axis=-1)
-            per_doc = tf.reshape(per_doc, [batch_size, num_docs, vocabulary_size])
-            marginal = tf.reduce_logsumexp(doc_log_probs[:, :, None] + per_doc, axis=1)
-            marginal = tf.where(finished[:, None], pad_only[None, :], marginal)
-            token = tf.argmax(marginal, axis=-1, output_type="int32")
-            return token, tf.gather(marginal, token, batch_dims=1)
+        def first_step(cache):
+            return self._call_with_cache(prompt, cache, 0, key_mask)
 
-        logits, cache = self._call_with_cache(prompt, cache, 0, key_mask)
-        finished = tf.zeros([batch_size], "bool")
-        token, score = choose(logits, finished)
-        positions = tf.range(max_length)
-        ids = tf.where(tf.equal(positions, 0)[None, :], token[:, None], padding_id)
-        finished = tf.equal(token, end_id)
+        def next_step(tokens, t, cache):
+            return self._call_with_cache(tokens[:, None], cache, prompt_length + t - 1, key_mask)
 
-        def step(t, ids, cache, token, scores, finished):
-            inputs = tf.repeat(token, num_docs, axis=0)[:, None]
-            logits, cache = self._call_with_cache(
-                inputs, cache, prompt_length + t - 1, key_mask
-            )
-            token, score = choose(logits, finished)
-            ids = tf.where(tf.equal(positions, t)[None, :], token[:, None], ids)
-            finished = finished | tf.equal(token, end_id) | tf.equal(token, padding_id)
-            return t + 1, ids, cache, token, scores + score, finished
-
-        def not_done(t, ids, cache, token, scores, finished):
-            return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
-
-        _, ids, _, _, scores, _ = tf.while_loop(
-            not_done,
-            step,
-            (tf.constant(1, "int32"), ids, cache, token, score, finished),
-            maximum_iterations=max_length - 1,
+        return cached_rag_token_greedy_search(
+            first_step, next_step, cache, doc_log_probs, end_id, max_length, padding_id
         )
-        return ids, scores
 
     def get_config(self):
         config = super().get_config()

@@ -4,6 +4,7 @@ import keras
 import keras_hub
 import tensorflow as tf
 
+from keras_ragkd.rag.decoding import cached_rag_token_greedy_search
 from keras_ragkd.validation import check_integer
 
 
@@ -251,8 +252,8 @@ class CopyTransformerGenerator(keras.layers.Layer):
         continuation carries the previous step's copy distribution. At every
         step the `num_docs` passages' distributions are marginalised,
         `logsumexp_z(log P(z|x) + log P(y_t|x, z, y_<t))`, and the arg-max is
-        fed to every passage; the `tf.while_loop` stops once every answer
-        has emitted `end_id`. The first decoder input is `start_id`.
+        fed to every passage (`decoding.cached_rag_token_greedy_search`).
+        The first decoder input is `start_id`.
 
         Args:
             encoded: `encode` output, rows `batch * num_docs` (passages of
@@ -280,9 +281,6 @@ class CopyTransformerGenerator(keras.layers.Layer):
         """
         max_length = check_integer("max_length", max_length)
         padding_id = self.padding_id if padding_id is None else int(padding_id)
-        doc_log_probs = tf.cast(doc_log_probs, "float32")
-        batch_size = tf.shape(doc_log_probs)[0]
-        num_docs = tf.shape(doc_log_probs)[1]
         outputs = encoded["encoder_outputs"]
         rows, source_length = tf.shape(outputs)[0], tf.shape(outputs)[1]
         head_dim = self.hidden_dim // self.num_heads
@@ -292,46 +290,23 @@ class CopyTransformerGenerator(keras.layers.Layer):
             tf.zeros([rows, layers, 2, source_length, self.num_heads, head_dim], outputs.dtype),
         )
         source = self._source_states(encoded)
-        vocabulary_size = self.vocabulary_size
-        pad_only = tf.one_hot(padding_id, vocabulary_size, on_value=0.0, off_value=-1e9)
 
-        def choose(log_probs, finished):
-            per_doc = tf.reshape(
-                tf.nn.log_softmax(log_probs, axis=-1), [batch_size, num_docs, vocabulary_size]
-            )
-            marginal = tf.reduce_logsumexp(doc_log_probs[:, :, None] + per_doc, axis=1)
-            marginal = tf.where(finished[:, None], pad_only[None, :], marginal)
-            token = tf.argmax(marginal, axis=-1, output_type="int32")
-            return token, tf.gather(marginal, token, batch_dims=1)
-
-        starts = tf.fill([rows], tf.constant(start_id, "int32"))
-        log_probs, caches, copy_probs = self._cached_step(
-            encoded, source, starts, 0, caches, tf.zeros([rows, source_length])
-        )
-        token, score = choose(log_probs, tf.zeros([batch_size], "bool"))
-        positions = tf.range(max_length)
-        ids = tf.where(tf.equal(positions, 0)[None, :], token[:, None], padding_id)
-        finished = tf.equal(token, end_id) | tf.equal(token, padding_id)
-
-        def step(t, ids, caches, copy_probs, token, scores, finished):
+        def first_step(state):
+            caches, copy_probs = state
+            starts = tf.fill([rows], tf.constant(start_id, "int32"))
             log_probs, caches, copy_probs = self._cached_step(
-                encoded, source, tf.repeat(token, num_docs), t, caches, copy_probs
+                encoded, source, starts, 0, caches, copy_probs
             )
-            token, score = choose(log_probs, finished)
-            ids = tf.where(tf.equal(positions, t)[None, :], token[:, None], ids)
-            finished = finished | tf.equal(token, end_id) | tf.equal(token, padding_id)
-            return t + 1, ids, caches, copy_probs, token, scores + score, finished
+            return log_probs, (caches, copy_probs)
 
-        def not_done(t, ids, caches, copy_probs, token, scores, finished):
-            return tf.logical_and(t < max_length, tf.logical_not(tf.reduce_all(finished)))
+        def next_step(tokens, t, state):
+            log_probs, caches, copy_probs = self._cached_step(encoded, source, tokens, t, *state)
+            return log_probs, (caches, copy_probs)
 
-        _, ids, _, _, _, scores, _ = tf.while_loop(
-            not_done,
-            step,
-            (tf.constant(1, "int32"), ids, caches, copy_probs, token, score, finished),
-            maximum_iterations=max_length - 1,
+        return cached_rag_token_greedy_search(
+            first_step, next_step, (caches, tf.zeros([rows, source_length])), doc_log_probs,
+            end_id, max_length, padding_id,
         )
-        return ids, scores
 
     def _cached_step(self, encoded, source, token, index, caches, previous_probs):
         """One decoding step of `token` `(rows,)` at position `index`.
