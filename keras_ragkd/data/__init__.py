@@ -1,6 +1,8 @@
 """Embedded default data (the countryinfo knowledge base and QA set) and
 readers for the user's own corpora and question/answer files."""
 
+from keras_ragkd.data.countries import DEFAULT_QUESTION_TYPES
+from keras_ragkd.data.countries import NUMERIC_QUESTION_TYPES
 from keras_ragkd.data.countries import QUESTION_TEMPLATES
 from keras_ragkd.data.countries import country_passages
 from keras_ragkd.data.countries import country_questions

@@ -48,7 +48,24 @@ QUESTION_TEMPLATES = {
         "What is the currency of {country}?",
         "Which currency is used in {country}?",
     ),
+    "population": (
+        "What is the population of {country}?",
+        "How many people live in {country}?",
+    ),
+    "area": (
+        "What is the area of {country} in square kilometres?",
+        "How large is {country} in square kilometres?",
+    ),
 }
+
+# The types asked when none are named: the entity questions. The numeric
+# ones ("population", "area"; answers are bare numbers that the passages give
+# with their unit, "... a population of 2895947 people.") are asked only when
+# named, so the default question set and the figures measured on it stay.
+DEFAULT_QUESTION_TYPES = (
+    "capital", "country_of_capital", "region", "subregion", "demonym", "currency",
+)
+NUMERIC_QUESTION_TYPES = ("population", "area")
 
 # Other wordings of the same questions, used by no template above (see
 # `country_questions(..., wording="reworded")`): for measuring whether a model
@@ -79,6 +96,14 @@ REWORDED_TEMPLATES = {
         "What money do people use in {country}?",
         "What is the official currency of {country}?",
     ),
+    "population": (
+        "How many inhabitants does {country} have?",
+        "Tell me the population of {country}.",
+    ),
+    "area": (
+        "How many square kilometres does {country} cover?",
+        "What is the size of {country} in square kilometres?",
+    ),
 }
 
 WORDINGS = {"training": QUESTION_TEMPLATES, "reworded": REWORDED_TEMPLATES}
@@ -91,6 +116,8 @@ QUESTION_SOURCES = {
     "subregion": "location",
     "demonym": "people",
     "currency": "currency",
+    "population": "people",
+    "area": "people",
 }
 
 _SPLITS = ("train", "test", "all")
@@ -314,7 +341,8 @@ def country_questions(split="all", test_fraction=0.2, seed=0, types=None,
         test_fraction: float, the share of countries in the test split.
         seed: int, seed of the country split.
         types: optional iterable of question types to keep (keys of
-            `QUESTION_TEMPLATES`). Defaults to all types.
+            `QUESTION_TEMPLATES`). Defaults to `DEFAULT_QUESTION_TYPES`
+            (every type but the numeric `"population"` and `"area"`).
         wording: `"training"` (the `QUESTION_TEMPLATES`) or `"reworded"`
             (the `REWORDED_TEMPLATES`: the same facts asked in wordings no
             training template uses; for evaluation only).
@@ -332,6 +360,10 @@ def country_questions(split="all", test_fraction=0.2, seed=0, types=None,
     >>> reworded = country_questions("all", types=["capital"], wording="reworded")
     >>> [p["question"] for p in reworded if p["country"] == "France"][0]
     'Tell me the capital of France.'
+    >>> numeric = country_questions("all", types=NUMERIC_QUESTION_TYPES)
+    >>> [(p["answer"], p["passage_id"]) for p in numeric
+    ...  if p["question"] == "What is the area of Albania in square kilometres?"]
+    [('28748', 'albania/people')]
     """
     if split not in _SPLITS:
         raise ValueError(
@@ -353,7 +385,9 @@ def country_questions(split="all", test_fraction=0.2, seed=0, types=None,
 
 
 def _check_types(types):
-    return check_question_types(types, QUESTION_TEMPLATES)
+    return check_question_types(
+        DEFAULT_QUESTION_TYPES if types is None else types, QUESTION_TEMPLATES
+    )
 
 
 def _select(countries):

@@ -35,9 +35,22 @@ def test_split_is_by_country_and_deterministic():
     assert test != countries.country_questions("test", seed=4)
 
 
-def test_every_question_type_appears_in_the_test_split():
+def test_every_default_question_type_appears_in_the_test_split():
     types = {q["type"] for q in countries.country_questions("test")}
-    assert types == set(countries.QUESTION_TEMPLATES)
+    assert types == set(countries.DEFAULT_QUESTION_TYPES)
+    assert set(countries.DEFAULT_QUESTION_TYPES) | set(countries.NUMERIC_QUESTION_TYPES) == set(
+        countries.QUESTION_TEMPLATES
+    )
+
+
+def test_numeric_answers_are_bare_numbers_whose_passage_gives_the_unit():
+    passages = {p["id"]: p["text"] for p in countries.country_passages()}
+    numeric = countries.country_questions("all", types=countries.NUMERIC_QUESTION_TYPES)
+    assert {q["type"] for q in numeric} == set(countries.NUMERIC_QUESTION_TYPES)
+    for question in numeric:
+        assert question["answer"].replace(".", "").isdigit()
+        unit = "people" if question["type"] == "population" else "square kilometres"
+        assert f" {question['answer']} {unit}." in passages[question["passage_id"]]
 
 
 def test_type_filter():
@@ -78,14 +91,15 @@ def test_reworded_questions_use_no_training_wording():
     reworded = {t for templates in countries.REWORDED_TEMPLATES.values() for t in templates}
     assert set(countries.REWORDED_TEMPLATES) == set(countries.QUESTION_TEMPLATES)
     assert training.isdisjoint(reworded)
-    train_texts = {q["question"] for q in countries.country_questions("all")}
+    train_texts = {q["question"] for q in countries.country_questions(
+        "all", types=countries.QUESTION_TEMPLATES)}
     test = countries.country_questions("test", seed=0, wording="reworded")
     assert test and not {q["question"] for q in test} & train_texts
     # Same facts, same split, same gold passages: only the wording differs.
     standard = countries.country_questions("test", seed=0)
     facts = {(q["country"], q["type"], q["answer"], q["passage_id"]) for q in standard}
     assert {(q["country"], q["type"], q["answer"], q["passage_id"]) for q in test} == facts
-    assert {q["type"] for q in test} == set(countries.QUESTION_TEMPLATES)
+    assert {q["type"] for q in test} == set(countries.DEFAULT_QUESTION_TYPES)
 
 
 def test_reworded_wording_is_validated():
