@@ -9,7 +9,7 @@ from keras_ragkd.distillation import Distiller, DistillationScheduler, TeacherCa
 # --- retrieval public API ---
 from keras_ragkd.retrieval import HybridRetriever, MiniLMEncoder, PassageIndex, PassageReindexer, PassageRetriever, TfidfEncoder, use_backend  # noqa: E501
 # --- rag public API ---
-from keras_ragkd.rag import RagPreprocessor, RagQuestionAnswerer, RetrievalAugmentedGenerator
+from keras_ragkd.rag import RagPreprocessor, RagQuestionAnswerer, RetrievalAugmentedGenerator, build_rag_question_answerer  # noqa: E501
 # --- data public API ---
 from keras_ragkd.data import country_passages, country_questions, country_split
 

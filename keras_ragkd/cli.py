@@ -306,8 +306,6 @@ def train(args):
     from keras_ragkd.rag import RagPreprocessor
     from keras_ragkd.rag import build_rag_question_answerer
     from keras_ragkd.retrieval import keras_query_encoder
-    from keras_ragkd.models import load_minilm_tokenizer
-
     check_budget(args)
     out = check_output(args.out, args.overwrite, inputs=[("--index", args.index)])
     with checking("--generator"):
@@ -319,10 +317,9 @@ def train(args):
         if hasattr(query_encoder, "trainable"):
             query_encoder.trainable = False  # The index's vectors stay valid.
     keras.utils.set_random_seed(args.seed)
-    texts = [p.text for p in index.passages] + questions + answers
     with checking():
-        preprocessor = RagPreprocessor.from_texts(
-            load_minilm_tokenizer(), texts, passage_length=args.passage_length,
+        preprocessor = RagPreprocessor.from_index(
+            index, questions + answers, passage_length=args.passage_length,
             answer_length=args.answer_length,
         )
     with checking("--num-docs"):

@@ -6,9 +6,9 @@ from keras_ragkd.rag.causal_lm_generator import CausalLMGenerator
 from keras_ragkd.rag.causal_lm_preprocessor import CausalLMRagPreprocessor
 from keras_ragkd.rag.passage_tokens import PassageTokenTable
 from keras_ragkd.rag.rag_question_answerer import RagQuestionAnswerer
+from keras_ragkd.rag.rag_question_answerer import build_retrieval
+from keras_ragkd.rag.rag_question_answerer import index_query_encoder
 from keras_ragkd.rag.retrieval_augmented_generator import RetrievalAugmentedGenerator
-from keras_ragkd.retrieval import PassageRetriever
-from keras_ragkd.retrieval.encoder_records import check_query_encoder
 
 
 @keras.saving.register_keras_serializable(package="keras_ragkd")
@@ -56,22 +56,25 @@ class CausalLMRagQuestionAnswerer(RagQuestionAnswerer):
     (1, <class 'str'>)
     """
 
-    def with_index(self, index, backend=None, num_docs=None):
+    def with_index(self, index, backend=None, num_docs=None, lexical_weight="same"):
         """A model answering from another knowledge base, sharing the weights."""
-        model = super().with_index(index, backend=backend, num_docs=num_docs)
+        model = super().with_index(index, backend=backend, num_docs=num_docs,
+                                   lexical_weight=lexical_weight)
         return CausalLMRagQuestionAnswerer(model.preprocessor, model.rag)
 
 
 def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, causal_lm,
                                           num_docs=3, k=None, marginalization="token",
                                           backend="faiss", doc_score_scale=10.0,
-                                          lora_rank=None, train_query_encoder=False):
+                                          lora_rank=None, train_query_encoder=False,
+                                          lexical_weight=None):
     """Builds a `CausalLMRagQuestionAnswerer` over an index in one call.
 
     Args:
         index: a `PassageIndex` (embedded by `query_encoder`'s family).
         query_encoder: Keras model, the preprocessor's `"query"` (raw strings
-            or token ids) → `(batch, index.dim)`.
+            or token ids) → `(batch, index.dim)`, or `None` for the index's
+            own encoder.
         preprocessor: a `CausalLMRagPreprocessor` (its tokenizer must be the
             causal LM's), or `None` to build one from `causal_lm.preprocessor`'s
             tokenizer with default lengths.
@@ -86,6 +89,8 @@ def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, ca
             only the LoRA weights of the backbone train.
         train_query_encoder: bool, see `build_rag_question_answerer` (frozen
             by default).
+        lexical_weight: `None` (dense retrieval) or a float: hybrid retrieval
+            (see `build_retrieval`).
 
     Example (with LoRA only the LoRA factors and the passage-posterior
     scale train):
@@ -111,7 +116,7 @@ def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, ca
     >>> sorted(v.path.split("/")[-1] for v in model.trainable_variables)[:3]
     ['log_doc_score_scale', 'lora_kernel_a', 'lora_kernel_a']
     """
-    check_query_encoder(query_encoder, index)
+    query_encoder = index_query_encoder(index, query_encoder)
     query_encoder.trainable = bool(train_query_encoder)
     if preprocessor is None:
         preprocessor = CausalLMRagPreprocessor(causal_lm.preprocessor.tokenizer)
@@ -119,9 +124,11 @@ def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, ca
     if lora_rank:
         backbone.enable_lora(lora_rank)
     generator = CausalLMGenerator.from_preprocessor(backbone, preprocessor)
+    query_encoder, retriever = build_retrieval(
+        index, query_encoder, k or num_docs, backend, lexical_weight, train_query_encoder)
     rag = RetrievalAugmentedGenerator(
         query_encoder,
-        PassageRetriever(index, k=k or num_docs, backend=backend),
+        retriever,
         generator,
         passage_tokens=PassageTokenTable.from_index(index, preprocessor),
         num_docs=num_docs,

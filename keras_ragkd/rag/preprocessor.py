@@ -116,6 +116,37 @@ class RagPreprocessor(QuestionAnswerPreprocessor):
         return cls(tokenizer, specials + others, **kwargs)
 
     @classmethod
+    def from_index(cls, index, texts=(), tokenizer=None, **kwargs):
+        """Builds a preprocessor whose vocabulary covers an index's passages.
+
+        The copy generators' output vocabulary: every token of the passages'
+        texts (what the generators read and copy) and of `texts`.
+
+        Args:
+            index: a `PassageIndex`.
+            texts: iterable of further strings to cover (e.g. the training
+                questions and answers).
+            tokenizer: keras-hub WordPiece tokenizer; defaults to MiniLM's
+                (`keras_ragkd.models.load_minilm_tokenizer()`).
+            **kwargs: other constructor arguments.
+
+        Example:
+
+        >>> import numpy as np
+        >>> from keras_ragkd.retrieval import PassageIndex
+        >>> index = PassageIndex.from_embeddings(
+        ...     [{"id": "fr", "text": "The capital of France is Paris."}], np.ones((1, 2)))
+        >>> RagPreprocessor.from_index(index, ["Which city?"]).vocabulary_size
+        14
+        """
+        if tokenizer is None:
+            from keras_ragkd.models import load_minilm_tokenizer
+
+            tokenizer = load_minilm_tokenizer()
+        passages = [passage.text for passage in index.passages]
+        return cls.from_texts(tokenizer, passages + [str(text) for text in texts], **kwargs)
+
+    @classmethod
     def from_tokenizer(cls, tokenizer, **kwargs):
         """Builds a preprocessor over the tokenizer's whole vocabulary.
 

@@ -38,6 +38,16 @@ class HybridQueryEncoder(keras.layers.Layer):
         self.lexical_encoder = lexical_query_encoder(lexical_encoder)
         self.supports_jit = False
 
+    @property
+    def identity(self):
+        """The dense encoder's identity (what a `PassageIndex` records), or None."""
+        return getattr(self.dense_encoder, "identity", None)
+
+    @property
+    def dim(self):
+        """The dense encoder's output dimension, or None."""
+        return getattr(self.dense_encoder, "dim", None)
+
     def build(self, input_shape=None):
         self.built = True
 

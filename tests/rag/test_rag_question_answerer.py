@@ -173,3 +173,60 @@ def test_predict_on_raw_strings_matches_a_call_on_preprocessed_inputs(trained):
     predicted = model.predict(questions, verbose=0)
     called = model(model.preprocess_samples(tf.constant(questions)), training=False)
     np.testing.assert_allclose(predicted, keras.ops.convert_to_numpy(called), rtol=1e-5, atol=1e-6)
+
+
+ELEMENTS = ["Hydrogen", "Helium", "Carbon", "Nitrogen", "Oxygen", "Einsteinium", "Fermium"]
+
+
+@pytest.mark.slow
+def test_hybrid_retrieval_finds_numbers_and_survives_save_swap_and_export(encoder, tmp_path):
+    from keras_ragkd.data import element_passages
+    from keras_ragkd.retrieval import HybridQueryEncoder, HybridRetriever
+
+    index = PassageIndex.build(element_passages(ELEMENTS), encoder, verbose=0)
+    index.save(str(tmp_path / "index"))
+    question = ["Which element has atomic number 6?"]
+    dense = build_rag_question_answerer(index, generator="tiny", num_docs=2)
+    hybrid = build_rag_question_answerer(index, generator="tiny", num_docs=2, lexical_weight=0.5)
+    assert isinstance(hybrid.rag.query_encoder, HybridQueryEncoder)
+    assert hybrid.rag.query_encoder.dense_encoder is encoder  # the index's own, frozen
+    assert not encoder.trainable
+    # MiniLM alone ranks Einsteinium (element 99) first; the word "6" finds Carbon.
+    assert dense.retrieve(question)[0][0]["id"] != "carbon/identity"
+    assert hybrid.retrieve(question)[0][0]["id"] == "carbon/identity"
+
+    hybrid.save_to_preset(str(tmp_path / "model"))
+    restored = RagQuestionAnswerer.from_preset(str(tmp_path / "model"))
+    assert isinstance(restored.rag.retriever, HybridRetriever)
+    assert restored.retrieve(question) == hybrid.retrieve(question)
+    assert restored.generate(question) == hybrid.generate(question)
+
+    # Another knowledge base: a TF-IDF vocabulary of its own passages, same fusion.
+    metals = PassageIndex.build(element_passages(["Gold", "Silver", "Tin"]), encoder, verbose=0)
+    swapped = hybrid.with_index(metals)
+    assert isinstance(swapped.rag.retriever, HybridRetriever)
+    assert float(swapped.rag.retriever.lexical_weight.numpy()) == 0.5
+    assert swapped.retrieve(["Which element has the symbol Sn?"])[0][0]["id"] == "tin/identity"
+
+    hybrid.export(str(tmp_path / "saved_model"))
+    graph = (tmp_path / "saved_model" / "saved_model.pb").read_bytes()
+    assert b"PyFunc" not in graph
+    loaded = tf.saved_model.load(str(tmp_path / "saved_model"))  # kept: it owns the variables
+    served = loaded.serve(tf.constant(question))
+    assert [a.decode() for a in served["answers"].numpy()] == hybrid.generate(question)
+    assert [i.decode() for i in served["passage_ids"].numpy()[0]] == [
+        p["id"] for p in hybrid.retrieve(question)[0]
+    ]
+
+
+def test_hybrid_retrieval_refuses_a_trained_query_encoder(kb, encoder):
+    index = PassageIndex.build(kb[0][:4], encoder, verbose=0)
+    with pytest.raises(ValueError, match="train_query_encoder=True"):
+        build_rag_question_answerer(index, generator="tiny", lexical_weight=0.5,
+                                    train_query_encoder=True)
+
+
+def test_an_index_without_an_encoder_needs_a_query_encoder(kb):
+    index = PassageIndex.from_embeddings(kb[0][:2], np.eye(2, 4, dtype="float32"))
+    with pytest.raises(ValueError, match="Received: query_encoder=None"):
+        build_rag_question_answerer(index, generator="tiny")
