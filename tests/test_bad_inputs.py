@@ -37,6 +37,7 @@ from keras_ragkd.distillation import kd_divergence
 from keras_ragkd.rag import RagQuestionAnswerer
 from keras_ragkd.rag import RagTokenLoss
 from keras_ragkd.rag import build_generator
+from keras_ragkd.rag import build_rag_question_answerer
 from keras_ragkd.retrieval import PassageIndex
 from keras_ragkd.retrieval import PassageRetriever
 from keras_ragkd.retrieval import TfidfEncoder
@@ -172,6 +173,19 @@ CASES = [
     Case("unknown-generator", 'build_generator("huge", vocabulary_size=10)',
          lambda ws: build_generator("huge", 10),
          ValueError, "`generator` must be one of"),
+    Case("rag-index-without-encoder", "build_rag_question_answerer(index built from embeddings)",
+         lambda ws: build_rag_question_answerer(ws.index, generator="tiny"),
+         ValueError, "a `query_encoder` is needed"),
+    Case("rag-negative-lexical-weight",
+         'build_rag_question_answerer(tfidf_index, generator="tiny", lexical_weight=-1)',
+         lambda ws: build_rag_question_answerer(ws.tfidf_index, generator="tiny",
+                                                lexical_weight=-1),
+         ValueError, "`lexical_weight` must be a finite number"),
+    Case("rag-hybrid-trained-encoder",
+         "build_rag_question_answerer(tfidf_index, lexical_weight=0.5, train_query_encoder=True)",
+         lambda ws: build_rag_question_answerer(ws.tfidf_index, generator="tiny",
+                                                lexical_weight=0.5, train_query_encoder=True),
+         ValueError, "hybrid retrieval does not support"),
     Case("label-smoothing-nan", 'RagTokenLoss(label_smoothing=float("nan"))',
          lambda ws: RagTokenLoss(label_smoothing=float("nan")),
          ValueError, "`label_smoothing` must be a float in [0, 1)"),
