@@ -81,11 +81,13 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
     applies the student's preprocessor to raw strings too).
 
     It is not a subclass of `keras_hub.models.Task`: keras-hub tasks must
-    be functional models (`PipelineModel` rewrites its own base class each
-    time a task is built, so a subclassed task breaks the functional ones
-    in the same process, such as MiniLM's `BertTextEmbedder`), and the RAG
-    layer's inputs are not a fixed functional signature (the question
-    string for a text query encoder, retrieved rows from an input pipeline).
+    be functional models. Building a functional instance of a `keras.Model`
+    subclass rewrites that class's bases for good (the open Keras bug
+    keras-team/keras#17270), so a subclassed task and the functional ones in
+    the same process, such as MiniLM's `BertTextEmbedder`, break each other.
+    Nor can this task be functional: the RAG layer's inputs have no fixed
+    signature (the question string for a text query encoder, token ids for
+    another, retrieved rows when retrieval runs in the input pipeline).
 
     Args:
         preprocessor: a `QuestionAnswerPreprocessor` (e.g. `RagPreprocessor`).
