@@ -20,7 +20,7 @@ from keras_ragkd.rag.rag_question_answerer import RagQuestionAnswerer
 from keras_ragkd.rag.rag_question_answerer import GENERATOR_SIZES
 from keras_ragkd.rag.rag_question_answerer import build_generator
 from keras_ragkd.rag.rag_question_answerer import build_rag_question_answerer
-from keras_ragkd.rag.rag_question_answerer import build_retrieval
+from keras_ragkd.rag.rag_question_answerer import build_query_retriever
 from keras_ragkd.rag.retrieval_augmented_generator import RetrievalAugmentedGenerator
 from keras_ragkd.rag.causal_lm_generator import CausalLMGenerator
 from keras_ragkd.rag.causal_lm_preprocessor import CausalLMRagPreprocessor
@@ -42,7 +42,7 @@ __all__ = [
     "beam_search",
     "build_generator",
     "build_rag_question_answerer",
-    "build_retrieval",
+    "build_query_retriever",
     "document_log_probs",
     "exact_match",
     "rag_token_marginal",

@@ -6,7 +6,7 @@ from keras_ragkd.rag.causal_lm_generator import CausalLMGenerator
 from keras_ragkd.rag.causal_lm_preprocessor import CausalLMRagPreprocessor
 from keras_ragkd.rag.passage_tokens import PassageTokenTable
 from keras_ragkd.rag.rag_question_answerer import RagQuestionAnswerer
-from keras_ragkd.rag.rag_question_answerer import build_retrieval
+from keras_ragkd.rag.rag_question_answerer import build_query_retriever
 from keras_ragkd.rag.rag_question_answerer import index_query_encoder
 from keras_ragkd.rag.retrieval_augmented_generator import RetrievalAugmentedGenerator
 
@@ -90,7 +90,7 @@ def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, ca
         train_query_encoder: bool, see `build_rag_question_answerer` (frozen
             by default).
         lexical_weight: `None` (dense retrieval) or a float: hybrid retrieval
-            (see `build_retrieval`).
+            (see `build_query_retriever`).
 
     Example (with LoRA only the LoRA factors and the passage-posterior
     scale train):
@@ -124,7 +124,7 @@ def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, ca
     if lora_rank:
         backbone.enable_lora(lora_rank)
     generator = CausalLMGenerator.from_preprocessor(backbone, preprocessor)
-    query_encoder, retriever = build_retrieval(
+    query_encoder, retriever = build_query_retriever(
         index, query_encoder, k or num_docs, backend, lexical_weight, train_query_encoder)
     rag = RetrievalAugmentedGenerator(
         query_encoder,

@@ -542,7 +542,7 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
             num_docs: passages per question; defaults to the current number.
             lexical_weight: `"same"` (retrieve as now: dense, or hybrid with
                 the current fusion), `None` (dense) or a float (hybrid
-                retrieval with this weight, see `build_retrieval`).
+                retrieval with this weight, see `build_query_retriever`).
         """
         old = self.rag.retriever  # None for a model fed candidates by its input pipeline.
         num_docs = self.rag.num_docs if num_docs is None else num_docs
@@ -550,7 +550,7 @@ class RagQuestionAnswerer(MultiWorkerFitMixin, keras.Model):
         if isinstance(num_docs, int) and num_docs > depth:
             depth = num_docs  # Other values are checked by the layer.
         backend = backend or (old.backend if old is not None else "faiss")
-        query_encoder, retriever = retrieval_like(
+        query_encoder, retriever = query_retriever_like(
             self.rag.query_encoder, old, index, depth, backend, lexical_weight)
         rag = RetrievalAugmentedGenerator(
             query_encoder,
@@ -720,7 +720,7 @@ def index_query_encoder(index, query_encoder=None):
     return query_encoder
 
 
-def build_retrieval(index, query_encoder, k, backend, lexical_weight=None,
+def build_query_retriever(index, query_encoder, k, backend, lexical_weight=None,
                     train_query_encoder=False, **fusion):
     """`(query_encoder, retriever)` of a RAG model over `index`: dense or hybrid.
 
@@ -752,7 +752,7 @@ def build_retrieval(index, query_encoder, k, backend, lexical_weight=None,
     >>> passages = country_passages(["France", "Peru", "Japan"])
     >>> tfidf = TfidfEncoder(dim=8).fit([p["text"] for p in passages])
     >>> index = PassageIndex.build(passages, tfidf, verbose=0)
-    >>> encoder, retriever = build_retrieval(
+    >>> encoder, retriever = build_query_retriever(
     ...     index, TfidfQueryEncoder.from_encoder(tfidf), k=2, backend="tensor",
     ...     lexical_weight=0.5)
     >>> type(encoder).__name__, type(retriever).__name__
@@ -774,7 +774,7 @@ def build_retrieval(index, query_encoder, k, backend, lexical_weight=None,
     return HybridQueryEncoder(query_encoder, tfidf), retriever
 
 
-def retrieval_like(query_encoder, retriever, index, k, backend, lexical_weight="same"):
+def query_retriever_like(query_encoder, retriever, index, k, backend, lexical_weight="same"):
     """`(query_encoder, retriever)` over another index.
 
     With `lexical_weight="same"` it retrieves as before: a hybrid model gets
@@ -782,17 +782,17 @@ def retrieval_like(query_encoder, retriever, index, k, backend, lexical_weight="
     its words) with the same fusion settings. `None` makes it dense, a float
     hybrid with that weight.
     """
-    hybrid = isinstance(retriever, HybridRetriever)
-    dense_encoder = query_encoder.dense_encoder if hybrid else query_encoder
-    if isinstance(lexical_weight, str) and lexical_weight == "same":
-        if not hybrid:
-            return build_retrieval(index, dense_encoder, k, backend)
+    same = isinstance(lexical_weight, str) and lexical_weight == "same"
+    if not isinstance(retriever, HybridRetriever):
+        return build_query_retriever(index, query_encoder, k, backend,
+                                     None if same else lexical_weight)
+    if same:
         lexical_weight = float(keras.ops.convert_to_numpy(retriever.lexical_weight))
-    fusion = {}
-    if hybrid:
-        fusion = dict(fusion=retriever.fusion, candidates=max(retriever.candidates, k),
-                      rrf_constant=retriever.rrf_constant)
-    return build_retrieval(index, dense_encoder, k, backend, lexical_weight, **fusion)
+    return build_query_retriever(
+        index, query_encoder.dense_encoder, k, backend, lexical_weight,
+        fusion=retriever.fusion, candidates=max(retriever.candidates, k),
+        rrf_constant=retriever.rrf_constant,
+    )
 
 
 def build_rag_question_answerer(index, query_encoder=None, preprocessor=None, generator="small",
@@ -832,7 +832,7 @@ def build_rag_question_answerer(index, query_encoder=None, preprocessor=None, ge
             the index follows the encoder.
         lexical_weight: `None` (dense retrieval) or a float: hybrid retrieval,
             TF-IDF scores of the index's passages fused in with this weight
-            (see `build_retrieval`); `with_index` keeps it.
+            (see `build_query_retriever`); `with_index` keeps it.
 
     Example:
 
@@ -860,7 +860,7 @@ def build_rag_question_answerer(index, query_encoder=None, preprocessor=None, ge
     preprocessor = preprocessor or RagPreprocessor.from_index(index)
     query_encoder.trainable = bool(train_query_encoder)
     generator = build_generator(generator, preprocessor, dropout)
-    query_encoder, retriever = build_retrieval(
+    query_encoder, retriever = build_query_retriever(
         index, query_encoder, k or num_docs, backend, lexical_weight, train_query_encoder)
     rag = RetrievalAugmentedGenerator(
         query_encoder,
