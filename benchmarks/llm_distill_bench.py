@@ -13,11 +13,12 @@ country; counterfactual training passages, so models learn to read):
    mass) over the training answers, reading the student's passages; size on
    disk and build time;
 3. students: `build_llama_student` (SmolLM2's 49,152-token vocabulary, its
-   embedding projected on its principal axes), a RAG generator over
+   embedding projected on its principal axes, its decoder layers cut from
+   the teacher's with `--layer-init teacher`), a RAG generator over
    `--student-docs` passages; per seed, distilled from the cache (forward KL,
    the teacher's mistakes masked, α-weighted hard loss) and the same student
    from the same initial weights trained on the answers alone for the same
-   steps; on the first seed also: random embedding init, reverse KL,
+   steps; on the first seed also: the other layer init, reverse KL,
    JSD(0.5), top-k without the tail (renormalised top-k) and on-policy λ
    (the student's own answers scored by the live teacher, GKD);
 4. exact match on held-out countries, on reworded questions and the rate at
@@ -61,6 +62,7 @@ from keras_ragkd.distillation import TeacherCache  # noqa: E402
 from keras_ragkd.distillation import losses as distillation_losses  # noqa: E402
 from keras_ragkd.distillation.on_policy import OnPolicyBatches  # noqa: E402
 from keras_ragkd.models import load_smollm2  # noqa: E402
+from keras_ragkd.models.llama_student import LAYER_INITS  # noqa: E402
 from keras_ragkd.models.llama_student import build_llama_student  # noqa: E402
 from keras_ragkd.rag import CausalLMRagPreprocessor  # noqa: E402
 from keras_ragkd.rag import CausalLMRagQuestionAnswerer  # noqa: E402
@@ -86,7 +88,11 @@ MODES = {
     "full": dict(countries=0, train_questions=640, eval_questions=160, steps=300, seeds=3,
                  batch_size=16, latency_questions=12, variant_steps=300),
 }
-LEARNING_RATE = 3e-3
+LEARNING_RATE = 2e-3
+# The student: 1/8 of SmolLM2's weights at most (embedding included), the
+# teacher's head size (64) so that `layer_init="teacher"` can cut its heads.
+STUDENT = dict(num_docs=1, hidden_dim=256, num_layers=4, num_query_heads=4,
+               num_key_value_heads=2, intermediate_dim=1024, layer_init="teacher")
 
 
 def parse_args(argv=None):
@@ -98,9 +104,14 @@ def parse_args(argv=None):
                              ".keras file); if absent, zero-shot SmolLM2 RAG")
     parser.add_argument("--teacher-docs", type=int, default=None,
                         help="passages the teacher reads (default: as trained; 3 zero-shot)")
-    parser.add_argument("--student-docs", type=int, default=2)
-    parser.add_argument("--hidden-dim", type=int, default=128)
-    parser.add_argument("--num-layers", type=int, default=6)
+    parser.add_argument("--student-docs", type=int, default=STUDENT["num_docs"])
+    for key in ("hidden_dim", "num_layers", "num_query_heads", "num_key_value_heads",
+                "intermediate_dim"):
+        parser.add_argument("--" + key.replace("_", "-"), type=int, default=STUDENT[key])
+    parser.add_argument("--layer-init", default=STUDENT["layer_init"], choices=LAYER_INITS,
+                        help='"teacher": decoder layers cut from the teacher\'s '
+                             "(`subclone_layers`); \"random\": keras-hub's init")
+    parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--top-k", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--alpha", type=float, default=0.5)
@@ -180,13 +191,21 @@ def training_batches(model, questions, batch_size):
     return pairs.batch(batch_size).map(model.preprocessor).cache()
 
 
-def student_model(args, teacher, data, seed, embedding_init="projection"):
+def student_model(args, teacher, data, seed, layer_init=None):
     backbone = build_llama_student(
         teacher.rag.generator.backbone, hidden_dim=args.hidden_dim, num_layers=args.num_layers,
-        num_query_heads=4, num_key_value_heads=2, embedding_init=embedding_init, seed=seed)
+        num_query_heads=args.num_query_heads, num_key_value_heads=args.num_key_value_heads,
+        intermediate_dim=args.intermediate_dim, layer_init=layer_init or args.layer_init,
+        seed=seed)
     return build_causal_lm_rag_question_answerer(
         data["train_index"], data["encoder"], teacher.preprocessor, backbone,
         num_docs=args.student_docs)
+
+
+def schedule(args, steps):
+    """Adam's learning rate: a 5 % linear warm-up, then cosine decay to 0."""
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, steps, warmup_target=args.learning_rate, warmup_steps=max(1, steps // 20))
 
 
 def fit_steps(model, dataset, steps, **kwargs):
@@ -204,8 +223,7 @@ def distilled(args, student, steps, loss, alpha=None):
                           temperature=args.temperature, ignore_class=pad,
                           mask_teacher_errors=True, distillation_loss=loss)
     distiller.compile(
-        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
-            LEARNING_RATE, steps)),
+        optimizer=keras.optimizers.Adam(schedule(args, steps)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=pad))
     return distiller
 
@@ -327,8 +345,7 @@ def main(argv=None):
                 model = distilled(args, student, args.steps, distillation_losses.ForwardKL())
                 training = fit_steps(model, cached, args.steps)
             else:
-                student.compile(optimizer=keras.optimizers.Adam(
-                    keras.optimizers.schedules.CosineDecay(LEARNING_RATE, args.steps)))
+                student.compile(optimizer=keras.optimizers.Adam(schedule(args, args.steps)))
                 training = fit_steps(student, batches, args.steps)
             entry = evaluate(student, data)
             entry["training"] = training
@@ -338,15 +355,16 @@ def main(argv=None):
                 last_student = student
 
     steps = args.variant_steps
+    other_init = next(init for init in LAYER_INITS if init != args.layer_init)
     variant_losses = {
-        "distilled_random_embedding": distillation_losses.ForwardKL(),
+        f"distilled_{other_init}_layers": distillation_losses.ForwardKL(),
         "reverse_kl": distillation_losses.ReverseKL(),
         "jsd_0.5": distillation_losses.GeneralizedJSD(beta=0.5),
         "top_k_without_tail": distillation_losses.TopKKL(),
     }
     for name, loss in variant_losses.items():
-        init = "random" if name == "distilled_random_embedding" else "projection"
-        student = student_model(args, teacher, data, 0, embedding_init=init)
+        init = other_init if name == f"distilled_{other_init}_layers" else None
+        student = student_model(args, teacher, data, 0, layer_init=init)
         training = fit_steps(distilled(args, student, steps, loss), cached, steps)
         entry = evaluate(student, data, full=False)
         entry["training"] = training

@@ -12,7 +12,9 @@ from keras_ragkd.models.gguf_weights import llama3_backbone_from_gguf
 from keras_ragkd.models.gguf_weights import unpermute_rope_rows
 from keras_ragkd.models.llama3_preprocessor import Llama3CausalLMPreprocessor
 from keras_ragkd.models.llama_student import build_llama_student
+from keras_ragkd.models.llama_student import principal_axes
 from keras_ragkd.models.llama_student import project_embedding
+from keras_ragkd.models.llama_student import subclone_layers
 from keras_ragkd.models.minilm import EMBEDDING_DIM
 from keras_ragkd.models.minilm import MiniLMEmbedder
 from keras_ragkd.models.minilm import load_minilm_backbone
@@ -38,9 +40,11 @@ __all__ = [
     "load_minilm_tokenizer",
     "load_smollm2",
     "minilm_preset_path",
+    "principal_axes",
     "project_embedding",
     "smollm2_chat_template",
     "smollm2_gguf_path",
     "split_for_byte_level_bpe",
+    "subclone_layers",
     "unpermute_rope_rows",
 ]

@@ -77,3 +77,46 @@ def test_invalid_arguments_are_refused():
         build_llama_student(keras.layers.Dense(3))
     with pytest.raises(ValueError, match="Received: hidden_dim=0"):
         project_embedding(np.ones((4, 3)), 0)
+
+
+def randomised_norms(teacher, seed=1):
+    rng = np.random.default_rng(seed)
+    for layer in teacher.transformer_layers:
+        for norm in (layer._self_attention_layernorm, layer._feedforward_layernorm):
+            norm.scale.assign(rng.uniform(0.5, 1.5, norm.scale.shape).astype("float32"))
+    return teacher
+
+
+def logits(backbone, ids):
+    hidden = backbone({"token_ids": ids, "padding_mask": np.ones_like(ids)})
+    return keras.ops.convert_to_numpy(backbone.token_embedding(hidden, reverse=True))
+
+
+def test_teacher_layers_at_full_width_compute_the_teachers_function():
+    teacher = randomised_norms(tiny_teacher())
+    student = build_llama_student(teacher, hidden_dim=24, num_layers=2, num_query_heads=2,
+                                  num_key_value_heads=1, intermediate_dim=32,
+                                  layer_init="teacher", teacher_layers=[0, 1])
+    ids = np.random.default_rng(0).integers(1, 96, size=(2, 7)).astype("int32")
+    np.testing.assert_allclose(logits(student, ids), logits(teacher, ids), atol=2e-4)
+
+
+@pytest.mark.parametrize("shapes, name", [
+    (dict(hidden_dim=16, num_query_heads=4), "hidden_dim // num_query_heads"),
+    (dict(num_layers=3), "num_layers"),
+    (dict(intermediate_dim=64), "intermediate_dim"),
+    (dict(num_key_value_heads=2), "num_key_value_heads"),
+])
+def test_teacher_layers_refuse_shapes_the_teacher_cannot_give(shapes, name):
+    arguments = dict(dict(hidden_dim=12, num_layers=1, num_query_heads=1,
+                          num_key_value_heads=1, intermediate_dim=16), **shapes)
+    with pytest.raises(ValueError, match=f"Received: {name}="):
+        build_llama_student(tiny_teacher(), layer_init="teacher", **arguments)
+
+
+def test_teacher_layers_need_the_projected_embedding_and_a_known_init():
+    for arguments in (dict(layer_init="teacher", embedding_init="random"),
+                      dict(layer_init="pretrained")):
+        with pytest.raises(ValueError, match="Received: layer_init="):
+            build_llama_student(tiny_teacher(), hidden_dim=12, num_layers=1,
+                                num_query_heads=1, num_key_value_heads=1, **arguments)
