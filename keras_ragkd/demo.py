@@ -46,6 +46,11 @@ no step is traced twice); `--smoke` is a run of seconds on a few countries
 with tiny models (for tests). Every budget can be overridden
 (`--teacher-seconds 300`, ...; `--help`).
 
+`--teacher smollm2` runs the same mission with a pretrained LLM instead
+(`keras_ragkd.demo_smollm2`): a LoRA-tuned SmolLM2-135M-Instruct RAG teacher
+distilled into a llama student of 1/8 its weights (about 35 minutes on 2
+cores, so not the default).
+
 Example:
 
     python -m keras_ragkd.demo                # or: make demo
@@ -138,6 +143,7 @@ TARGETS = {
     "student_over_teacher_latency": 0.5,
 }
 MODEL_NAMES = ("teacher", "distilled_student", "plain_student", "closed_book")
+TEACHERS = ("copy", "smollm2")
 RAG_MODEL_NAMES = MODEL_NAMES[:3]
 HOT_SWAP = ("France", "What is the capital of France?", "Berlin")
 
@@ -184,6 +190,10 @@ def parse_args(argv=None):
                             help=help_text)
     parser.add_argument("--student-docs", type=int, default=STUDENT_DOCS,
                         help="passages the students read per question")
+    parser.add_argument("--teacher", choices=TEACHERS, default=TEACHERS[0],
+                        help="copy: this demo's teachers (--teacher-generator); smollm2: "
+                             "the pretrained-LLM demo, a SmolLM2-135M RAG teacher distilled "
+                             "into a small llama (its flags: --teacher smollm2 --help)")
     parser.add_argument("--alpha", type=float, default=ALPHA,
                         help="weight of the hard-label loss in the distillation loss")
     parser.add_argument("--temperature", type=float, default=TEMPERATURE)
@@ -975,7 +985,19 @@ def hot_swap(model, data):
 
 
 def main(argv=None):
-    """Runs the demo; returns 0 (an exit status: missed targets are reported, not errors)."""
+    """Runs the demo; returns 0 (an exit status: missed targets are reported, not errors).
+
+    `--teacher smollm2` runs the pretrained-LLM demo instead
+    (`keras_ragkd.demo_smollm2`, which parses the other flags).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    choice = argparse.ArgumentParser(add_help=False)
+    choice.add_argument("--teacher", choices=TEACHERS, default=TEACHERS[0])
+    known, rest = choice.parse_known_args(argv)
+    if known.teacher == "smollm2":
+        from keras_ragkd import demo_smollm2
+
+        return demo_smollm2.main(rest)
     args = parse_args(argv)
     run_demo(args, started=time.monotonic() - process_seconds())
     return 0
