@@ -29,8 +29,10 @@ types) and on reworded questions (`country_questions(wording="reworded")`):
   generate latency at batch 1 and 32, peak memory (max RSS).
 
 The teacher's LoRA weights and settings are written to
-`benchmarks/results/llm_rag_teacher/` (a few MB; `load_llm_teacher` rebuilds
-it on top of `load_smollm2()`), for the distillation bench.
+`benchmarks/results/llm_rag_teacher/` (7 MB; `load_llm_teacher` rebuilds
+it on top of `load_smollm2()`), for the distillation and element benches;
+the folder is committed with the other results, so those benches run from a
+clean clone without 30 minutes of teacher training first.
 
 Writes `benchmarks/results/llm_rag_bench.json` and `.png`
 (`llm_rag_bench_quick.*` with `--quick`). Run:
