@@ -42,8 +42,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_ragkd.demo_smollm2 import TEACHER
-from keras_ragkd.demo_smollm2 import build_smollm2_rag_teacher
+from keras_ragkd.rag.smollm2_recipe import TEACHER
+from keras_ragkd.rag.smollm2_recipe import build_smollm2_rag_teacher
 from keras_ragkd.data import counterfactual_augment
 from keras_ragkd.data import country_passages
 from keras_ragkd.data import country_questions

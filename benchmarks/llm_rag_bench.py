@@ -32,7 +32,7 @@ The teacher's LoRA weights and settings are written to
 `benchmarks/results/llm_rag_teacher/` (7 MB; `load_llm_teacher` rebuilds
 it on top of `load_smollm2()`), for the distillation and element benches;
 the folder is committed with the other results, so those benches run from a
-clean clone without 30 minutes of teacher training first.
+clean clone without the teacher's 30-40 minutes of training first.
 
 Writes `benchmarks/results/llm_rag_bench.json` and `.png`
 (`llm_rag_bench_quick.*` with `--quick`). Run:
@@ -56,9 +56,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_ragkd.demo_smollm2 import TEACHER
-from keras_ragkd.demo_smollm2 import build_smollm2_rag_teacher
-from keras_ragkd.demo_smollm2 import smollm2_rag_preprocessor
+from keras_ragkd.rag.smollm2_recipe import TEACHER
+from keras_ragkd.rag.smollm2_recipe import build_smollm2_rag_teacher
+from keras_ragkd.rag.smollm2_recipe import smollm2_rag_preprocessor
 from keras_ragkd.data import DEFAULT_QUESTION_TYPES
 from keras_ragkd.data import NUMERIC_QUESTION_TYPES
 from keras_ragkd.data import country_passages
@@ -254,6 +254,12 @@ def load_llm_teacher(index, encoder, directory=TEACHER_DIR, dtype="float32"):
     """The trained teacher: `load_smollm2()` + the saved LoRA weights and scale."""
     with open(os.path.join(directory, "teacher.json")) as f:
         settings = json.load(f)
+    shapes = ("num_docs", "lora_rank", "question_length", "passage_length", "answer_length")
+    mismatched = {k: settings.get(k) for k in shapes if settings.get(k) != TEACHER[k]}
+    if mismatched:
+        raise ValueError(f"The saved teacher in {directory} was trained with other settings "
+                         f"than TEACHER ({ {k: TEACHER[k] for k in mismatched} }). "
+                         f"Received: settings={mismatched}")
     model = build_smollm2_rag_teacher(index, encoder, dtype=dtype)
     model.rag.generator.backbone.load_lora_weights(os.path.join(directory, "teacher.lora.h5"))
     model.rag.log_doc_score_scale.assign(np.log(settings["doc_score_scale"]))

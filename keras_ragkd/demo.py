@@ -868,17 +868,7 @@ def run_demo(args, started=None):
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    teacher_entry, student_entry = models["teacher"], models["distilled_student"]
-    metrics["ratios"] = {
-        "student_over_teacher_exact_match":
-            student_entry["exact_match"] / max(teacher_entry["exact_match"], 1e-9),
-        "student_over_teacher_parameters":
-            student_entry["generator_parameters"] / teacher_entry["generator_parameters"],
-        "student_over_teacher_latency":
-            student_entry["latency_seconds"] / teacher_entry["latency_seconds"],
-        "distilled_minus_plain_exact_match":
-            student_entry["exact_match"] - models["plain_student"]["exact_match"],
-    }
+    metrics["ratios"] = student_ratios(models)
     metrics["teacher_cache"] = {"count": cache.count, "top_k": CACHE_TOP_K,
                                 "seconds": stages.seconds["teacher cache"]}
     metrics["stage_seconds"] = stages.seconds
@@ -895,6 +885,20 @@ def run_demo(args, started=None):
     print(f"\nWrote {run_dir}/: metrics.json, demo.png, models/, distilled_student_savedmodel/, "
           "indexes/", flush=True)
     return metrics
+
+
+def student_ratios(models):
+    """The distilled student against the teacher (EM, parameters, latency) and plain."""
+    teacher, student = models["teacher"], models["distilled_student"]
+    return {
+        "student_over_teacher_exact_match":
+            student["exact_match"] / max(teacher["exact_match"], 1e-9),
+        "student_over_teacher_parameters":
+            student["generator_parameters"] / teacher["generator_parameters"],
+        "student_over_teacher_latency": student["latency_seconds"] / teacher["latency_seconds"],
+        "distilled_minus_plain_exact_match":
+            student["exact_match"] - models["plain_student"]["exact_match"],
+    }
 
 
 def folder_bytes(path):
@@ -991,7 +995,7 @@ def main(argv=None):
     (`keras_ragkd.demo_smollm2`, which parses the other flags).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    choice = argparse.ArgumentParser(add_help=False)
+    choice = argparse.ArgumentParser(prog="keras-ragkd demo", add_help=False)
     choice.add_argument("--teacher", choices=TEACHERS, default=TEACHERS[0])
     known, rest = choice.parse_known_args(argv)
     if known.teacher == "smollm2":

@@ -30,8 +30,10 @@ It ends with a summary table and writes `runs/<timestamp>/metrics.json`,
 `models/` and `distilled_student_savedmodel/`. It does not fit the default
 demo's 10 minutes on 2 CPU cores (the teacher alone needs ~15 minutes of
 LoRA training to answer in the short form), so `make demo` keeps the copy
-teacher; the default budgets here take about 35 minutes, `--smoke` a few
-(a few countries, seconds of training: a check that every stage runs).
+teacher; the default budgets here add up to about 35 minutes on an idle
+machine (an estimate from the stages' budgets and the benchmarks' step
+times). `--smoke` checks that every stage runs: a few countries, seconds of
+training, and a tiny random llama on SmolLM2's tokenizer as the teacher.
 
 Example:
 
@@ -51,33 +53,25 @@ import keras_hub
 import tensorflow as tf
 
 from keras_ragkd import demo
-from keras_ragkd.distillation import Distiller
 from keras_ragkd.distillation import TeacherCache
-from keras_ragkd.distillation.losses import ForwardKL
 from keras_ragkd.models import Llama3CausalLMPreprocessor
 from keras_ragkd.models import llama3_tokenizer_from_gguf
-from keras_ragkd.models import load_smollm2
 from keras_ragkd.models import smollm2_gguf_path
-from keras_ragkd.models.llama_student import build_llama_student
-from keras_ragkd.rag import CausalLMRagPreprocessor
-from keras_ragkd.rag import build_causal_lm_rag_question_answerer
 from keras_ragkd.rag.evaluation import compare_latency
 from keras_ragkd.rag.evaluation import evaluate_answers
 from keras_ragkd.rag.evaluation import sample_questions
+from keras_ragkd.rag.smollm2_recipe import DISTILLATION
+from keras_ragkd.rag.smollm2_recipe import STUDENT
+from keras_ragkd.rag.smollm2_recipe import TEACHER
+from keras_ragkd.rag.smollm2_recipe import build_smollm2_rag_student
+from keras_ragkd.rag.smollm2_recipe import build_smollm2_rag_teacher
+from keras_ragkd.rag.smollm2_recipe import cache_batches
+from keras_ragkd.rag.smollm2_recipe import compile_student_distiller
 from keras_ragkd.training_budget import StepLimit
 from keras_ragkd.training_budget import TimeCosineDecay
 from keras_ragkd.training_budget import TimeLimit
+from keras_ragkd.training_budget import warmup_cosine
 
-# The teacher's recipe (also `benchmarks/llm_rag_bench.py`'s): what the prompt
-# needs (90 % of the passages fit in 48 tokens), rank-8 LoRA, Adam 2e-3.
-TEACHER = dict(num_docs=2, lora_rank=8, question_length=24, passage_length=48, answer_length=12,
-               learning_rate=2e-3, batch_size=8, doc_score_scale=10.0)
-# The student (also `benchmarks/llm_distill_bench.py`'s): 1/8 of SmolLM2's
-# weights at most (embedding included), the teacher's head size (64) so that
-# `layer_init="teacher"` can cut its heads.
-STUDENT = dict(num_docs=1, hidden_dim=256, num_layers=4, num_query_heads=4,
-               num_key_value_heads=2, intermediate_dim=1024, layer_init="teacher")
-STUDENT_LEARNING_RATE, STUDENT_BATCH_SIZE, ALPHA, TEMPERATURE, CACHE_TOP_K = 2e-3, 16, 0.5, 1.0, 64
 PRESETS = {
     "default": dict(teacher_seconds=900, student_steps=300, train_questions=1280,
                     eval_questions=96, reworded_questions=48, latency_questions=12,
@@ -97,37 +91,6 @@ TINY_STUDENT = dict(hidden_dim=64, num_layers=1, num_query_heads=1, num_key_valu
 MODEL_NAMES = ("teacher", "distilled_student", "plain_student")
 
 
-def smollm2_rag_preprocessor(causal_lm, user_template=None):
-    """A `CausalLMRagPreprocessor` with the teacher's lengths on `causal_lm`'s tokenizer."""
-    lengths = {k: TEACHER[k] for k in ("question_length", "passage_length", "answer_length")}
-    if user_template:
-        lengths["user_template"] = user_template
-    return CausalLMRagPreprocessor(causal_lm.preprocessor.tokenizer, **lengths)
-
-
-def build_smollm2_rag_teacher(index, encoder, causal_lm=None, dtype="float32"):
-    """The SmolLM2 RAG teacher before training: LoRA enabled (B = 0, so zero-shot).
-
-    Args:
-        index: the `PassageIndex` (MiniLM) it retrieves from.
-        encoder: the MiniLM query encoder (frozen).
-        causal_lm: a loaded `load_smollm2()` (loaded here if `None`).
-        dtype: `"float32"` or `"mixed_bfloat16"` (bfloat16 compute).
-
-    Returns:
-        A compiled `CausalLMRagQuestionAnswerer` (Adam, RAG-Token loss),
-        in-graph search (`backend="tensor"`).
-    """
-    causal_lm = causal_lm or load_smollm2(dtype=dtype, sequence_length=128)
-    model = build_causal_lm_rag_question_answerer(
-        index, encoder, smollm2_rag_preprocessor(causal_lm), causal_lm,
-        num_docs=TEACHER["num_docs"], backend="tensor",
-        doc_score_scale=TEACHER["doc_score_scale"], lora_rank=TEACHER["lora_rank"],
-    )
-    model.compile(optimizer=keras.optimizers.Adam(TEACHER["learning_rate"]))
-    return model
-
-
 def tiny_llama_causal_lm(seed=0):
     """A random 2-layer keras-hub `Llama3CausalLM` with SmolLM2's tokenizer (`TINY_TEACHER`)."""
     tokenizer = llama3_tokenizer_from_gguf(smollm2_gguf_path())
@@ -136,25 +99,6 @@ def tiny_llama_causal_lm(seed=0):
         vocabulary_size=tokenizer.vocabulary_size(), tie_word_embeddings=True, **TINY_TEACHER)
     preprocessor = Llama3CausalLMPreprocessor(tokenizer, sequence_length=128)
     return keras_hub.models.Llama3CausalLM(backbone=backbone, preprocessor=preprocessor)
-
-
-def build_smollm2_rag_student(teacher, index, encoder, seed=0, **overrides):
-    """A small llama RAG student of `teacher` (`STUDENT`, updated by `overrides`)."""
-    settings = dict(STUDENT, **overrides)
-    backbone = build_llama_student(
-        teacher.rag.generator.backbone, hidden_dim=settings["hidden_dim"],
-        num_layers=settings["num_layers"], num_query_heads=settings["num_query_heads"],
-        num_key_value_heads=settings["num_key_value_heads"],
-        intermediate_dim=settings["intermediate_dim"], layer_init=settings["layer_init"],
-        seed=seed)
-    return build_causal_lm_rag_question_answerer(
-        index, encoder, teacher.preprocessor, backbone, num_docs=settings["num_docs"])
-
-
-def warmup_cosine(learning_rate, steps):
-    """Adam's learning rate: a 5 % linear warm-up, then cosine decay to 0."""
-    return keras.optimizers.schedules.CosineDecay(
-        0.0, steps, warmup_target=learning_rate, warmup_steps=max(1, steps // 20))
 
 
 def parse_args(argv=None):
@@ -177,7 +121,7 @@ def parse_args(argv=None):
     parser.add_argument("--teacher-model", choices=TEACHER_MODELS, default=None,
                         help="smollm2: SmolLM2-135M-Instruct; tiny: a random 2-layer llama on "
                              "its tokenizer (the --smoke default)")
-    parser.add_argument("--alpha", type=float, default=ALPHA,
+    parser.add_argument("--alpha", type=float, default=DISTILLATION["alpha"],
                         help="weight of the hard-label loss in the distillation loss")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", default="runs",
@@ -191,8 +135,9 @@ def parse_args(argv=None):
         if not getattr(args, name) > 0:
             parser.error(f"--{name.replace('_', '-')} must be positive. "
                          f"Received: {name}={getattr(args, name)}")
-    if args.train_questions < STUDENT_BATCH_SIZE:
-        parser.error(f"--train-questions must be at least one batch ({STUDENT_BATCH_SIZE}). "
+    if args.train_questions < DISTILLATION["batch_size"]:
+        parser.error(f"--train-questions must be at least one batch "
+                     f"({DISTILLATION['batch_size']}). "
                      f"Received: train_questions={args.train_questions}")
     return args
 
@@ -205,15 +150,8 @@ def build_data(args, run_dir):
     return data
 
 
-def fixed_batches(model, questions, batch_size):
-    """Preprocessed full batches in a fixed order (the cache's order)."""
-    questions = list(questions)[: len(questions) // batch_size * batch_size]
-    pairs = tf.data.Dataset.from_tensor_slices(
-        ([q["question"] for q in questions], [q["answer"] for q in questions]))
-    return pairs.batch(batch_size).map(model.preprocessor).cache()
-
-
 def train_teacher(teacher, questions, seconds, seed):
+    """LoRA training for `seconds` of wall time (Adam, cosine decay over the budget)."""
     dataset = teacher.preprocess([q["question"] for q in questions],
                                  [q["answer"] for q in questions],
                                  batch_size=TEACHER["batch_size"], shuffle=True, seed=seed)
@@ -222,21 +160,17 @@ def train_teacher(teacher, questions, seconds, seed):
 
 
 def distill_student(student, cache, batches, args):
-    pad = student.preprocessor.padding_id
-    distiller = Distiller(None, student, alpha=args.alpha, temperature=TEMPERATURE,
-                          ignore_class=pad,
-                          mask_teacher_errors=True, distillation_loss=ForwardKL())
-    distiller.compile(
-        optimizer=keras.optimizers.Adam(warmup_cosine(STUDENT_LEARNING_RATE, args.student_steps)),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=pad))
+    """`args.student_steps` steps of distillation from the cache (forward KL)."""
+    distiller = compile_student_distiller(student, args.student_steps, alpha=args.alpha)
     cached = cache.attach(batches).shuffle(16, seed=args.seed, reshuffle_each_iteration=True)
     return demo.train(distiller, cached, [StepLimit(args.student_steps)],
                       key="student_loss", steps=args.student_steps)
 
 
 def train_plain(student, batches, args):
+    """The same steps on the answers alone (the student's own RAG-Token loss)."""
     student.compile(optimizer=keras.optimizers.Adam(
-        warmup_cosine(STUDENT_LEARNING_RATE, args.student_steps)))
+        warmup_cosine(DISTILLATION["learning_rate"], args.student_steps)))
     shuffled = batches.shuffle(16, seed=args.seed, reshuffle_each_iteration=True)
     return demo.train(student, shuffled, [StepLimit(args.student_steps)],
                       steps=args.student_steps)
@@ -302,9 +236,11 @@ def run_demo(args):
     print(f"keras_ragkd SmolLM2 demo ({args.preset}): writing {run_dir}", flush=True)
     keras.utils.set_random_seed(args.seed)
     stages = demo.Stages()
-    metrics = {"config": dict(vars(args), teacher=TEACHER, student=STUDENT,
-                              student_learning_rate=STUDENT_LEARNING_RATE,
-                              student_batch_size=STUDENT_BATCH_SIZE, cache_top_k=CACHE_TOP_K),
+    tiny = args.teacher_model == "tiny"
+    student_overrides = TINY_STUDENT if tiny else {}
+    metrics = {"config": dict(vars(args), teacher=TEACHER,
+                              student=dict(STUDENT, **student_overrides),
+                              distillation=DISTILLATION),
                "run_dir": run_dir, "models": {},
                "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
                             "keras": keras.__version__}}
@@ -314,7 +250,6 @@ def run_demo(args):
             data = build_data(args, run_dir)
             index, train_index, encoder = data["index"], data["train_index"], data["encoder"]
         with stages("teacher"):
-            tiny = args.teacher_model == "tiny"
             teacher = build_smollm2_rag_teacher(
                 train_index, encoder, tiny_llama_causal_lm(args.seed) if tiny else None)
             print(f"RAG teacher: {'a tiny random llama' if tiny else 'SmolLM2-135M-Instruct'} "
@@ -324,23 +259,23 @@ def run_demo(args):
             teacher_training = train_teacher(teacher, data["train_questions"],
                                              args.teacher_seconds, args.seed)
         with stages("teacher cache"):
-            batches = fixed_batches(teacher, data["train_questions"], STUDENT_BATCH_SIZE)
+            batches = cache_batches(teacher, data["train_questions"])
             cache_teacher = teacher.with_index(train_index, num_docs=STUDENT["num_docs"])
             cache = TeacherCache.build(cache_teacher, batches, os.path.join(workdir, "cache"),
-                                       top_k=CACHE_TOP_K, temperature=TEMPERATURE,
-                                       verbose=1)
+                                       top_k=DISTILLATION["top_k"],
+                                       temperature=DISTILLATION["temperature"], verbose=1)
             metrics["teacher_cache"] = {"bytes": int(cache.nbytes),
                                         "bytes_per_token": cache.bytes_per_token}
         with stages("distilled student"):
             student = build_smollm2_rag_student(teacher, train_index, encoder, args.seed,
-                                                **(TINY_STUDENT if tiny else {}))
+                                                **student_overrides)
             print(f"Student: {student.rag.generator.backbone.count_params():,} parameters, "
                   f"{STUDENT['num_docs']} passage, distilled for {args.student_steps} steps:",
                   flush=True)
             student_training = distill_student(student, cache, batches, args)
         with stages("plain student"):
             plain = build_smollm2_rag_student(teacher, train_index, encoder, args.seed,
-                                              **(TINY_STUDENT if tiny else {}))
+                                              **student_overrides)
             print("The same student from the same initial weights on the answers alone:",
                   flush=True)
             plain_training = train_plain(plain, batches, args)
@@ -363,17 +298,7 @@ def run_demo(args):
             metrics["hot_swap"] = demo.hot_swap(distilled, data)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    teacher_entry, student_entry = (metrics["models"][n] for n in MODEL_NAMES[:2])
-    metrics["ratios"] = {
-        "student_over_teacher_exact_match":
-            student_entry["exact_match"] / max(teacher_entry["exact_match"], 1e-9),
-        "student_over_teacher_parameters":
-            student_entry["generator_parameters"] / teacher_entry["generator_parameters"],
-        "student_over_teacher_latency":
-            student_entry["latency_seconds"] / teacher_entry["latency_seconds"],
-        "distilled_minus_plain_exact_match":
-            student_entry["exact_match"] - metrics["models"]["plain_student"]["exact_match"],
-    }
+    metrics["ratios"] = demo.student_ratios(metrics["models"])
     metrics["stage_seconds"] = stages.seconds
     metrics["total_seconds"] = round(time.monotonic() - started, 1)
     demo.write_json(metrics, os.path.join(run_dir, "metrics.json"))

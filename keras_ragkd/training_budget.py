@@ -10,6 +10,7 @@ import time
 
 import keras
 
+from keras_ragkd.validation import check_integer
 from keras_ragkd.validation import check_number
 
 
@@ -187,3 +188,30 @@ class StepLimit(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def warmup_cosine(learning_rate, steps, warmup=0.05):
+    """A step budget's learning rate: a linear warm-up, then cosine decay to 0.
+
+    Args:
+        learning_rate: positive float, the rate at the end of the warm-up.
+        steps: positive int, the training steps of the budget.
+        warmup: float in [0, 1), the share of `steps` spent warming up (at
+            least one step).
+
+    Returns:
+        A `keras.optimizers.schedules.CosineDecay`.
+
+    Example:
+
+    >>> schedule = warmup_cosine(1e-3, 100)
+    >>> [round(float(schedule(step)), 6) for step in (0, 5, 100)]
+    [0.0, 0.001, 0.0]
+    """
+    check_number("learning_rate", learning_rate, low=0, low_inclusive=False)
+    check_integer("steps", steps)
+    check_number("warmup", warmup, 0, 1, high_inclusive=False)
+    warmup_steps = max(1, int(steps * warmup))
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, max(1, steps - warmup_steps), warmup_target=learning_rate,
+        warmup_steps=warmup_steps)

@@ -33,17 +33,11 @@ def test_the_demo_dispatches_on_its_teacher_flag(capsys):
         demo.main(["--teacher", "gpt"])
 
 
-def test_the_student_is_an_eighth_of_the_teacher():
-    from keras_ragkd.models import load_smollm2
-    from keras_ragkd.models.llama_student import build_llama_student
-
-    teacher = load_smollm2(sequence_length=64).backbone
-    student = build_llama_student(teacher, **{
-        k: v for k, v in demo_smollm2.STUDENT.items() if k != "num_docs"})
-    assert student.count_params() <= teacher.count_params() / 8
-
-
+# Minutes of graph tracing (a RAG train step, a cache pass, three generate
+# functions, an export) even with a tiny teacher: more than `make test`'s
+# budget allows, so `make bench-llm` runs it (`pytest -m llm_demo`).
 @pytest.mark.slow
+@pytest.mark.llm_demo
 def test_smoke_run_trains_distils_exports_and_reports(tmp_path, capsys):
     metrics = demo_smollm2.run_demo(
         demo_smollm2.parse_args(["--smoke", "--output-dir", str(tmp_path)]))

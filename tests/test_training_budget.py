@@ -8,6 +8,7 @@ import pytest
 from keras_ragkd import training_budget as callbacks
 from keras_ragkd.training_budget import TimeCosineDecay
 from keras_ragkd.training_budget import TimeLimit
+from keras_ragkd.training_budget import warmup_cosine
 
 
 class RecordLearningRate(keras.callbacks.Callback):
@@ -84,3 +85,14 @@ def test_callbacks_round_trip_through_keras_serialization(callback):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(callback))
     assert type(restored) is type(callback)
     assert restored.get_config() == callback.get_config()
+
+
+def test_warmup_cosine_rises_then_decays_to_zero():
+    schedule = warmup_cosine(2e-3, 200)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 100, 200)]
+    assert rates[0] == 0.0 and rates[1] == pytest.approx(1e-3)
+    assert rates[2] == pytest.approx(2e-3) and 0 < rates[3] < 2e-3 and rates[4] == 0.0
+    for bad in (dict(learning_rate=0.0, steps=10), dict(learning_rate=1e-3, steps=0),
+                dict(learning_rate=1e-3, steps=10, warmup=1.0)):
+        with pytest.raises(ValueError, match="Received"):
+            warmup_cosine(**bad)
