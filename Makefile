@@ -36,8 +36,9 @@ bench: $(STAMP)
 # The pretrained-LLM benchmarks (SmolLM2 RAG teacher, then its distillation
 # with llama.cpp as the peer): ~90 min each on 2 cores, after the SmolLM2
 # demo's end-to-end smoke test. llama.cpp is built for AVX2 rather than the
-# build machine's own instructions: -march=native crashed (SIGSEGV in
-# llama_decode) on a VM that lists AVX-512 flags which its OS does not enable.
+# build machine's own instructions: the -march=native build crashed (SIGSEGV
+# in llama_decode) on this project's VM, which lists AVX-512 flags that
+# TensorFlow's oneDNN finds unusable (override LLAMA_CPP_CMAKE_ARGS to change).
 $(PEER_STAMP): $(STAMP)
 	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(BIN)/python -m pip install -q -e ".[peer]"
 	touch $(PEER_STAMP)
