@@ -118,7 +118,7 @@ def parse_args(argv=None):
                         help="passages the teacher reads (default: as trained; 3 zero-shot)")
     parser.add_argument("--student-docs", type=int, default=STUDENT["num_docs"])
     for key in ("hidden_dim", "num_layers", "num_query_heads", "num_key_value_heads",
-                "intermediate_dim"):
+                "intermediate_dim", "copy_head_dim"):
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=STUDENT[key])
     parser.add_argument("--layer-init", default=STUDENT["layer_init"], choices=LAYER_INITS,
                         help='"teacher": decoder layers cut from the teacher\'s '
@@ -415,7 +415,7 @@ def main(argv=None):
     log(f"on-policy: {entry}")
 
     results["students"] = {name: summarise(runs) for name, runs in {**students, **variants}.items()}
-    student_parameters = last_student.rag.generator.backbone.count_params()
+    student_parameters = last_student.rag.generator.count_params()
     results["parameters"] = {"teacher": teacher_parameters, "student": student_parameters,
                              "student_over_teacher": student_parameters / teacher_parameters}
     latency_questions = sample_questions(data["test"], args.latency_questions, args.seed + 3)

@@ -188,7 +188,7 @@ def evaluate_models(models, data, args, metrics):
         entry["reworded_exact_match"] = evaluate_answers(model, reworded,
                                                          batch_size=32)["exact_match"]
         entry["swapped_capitals"] = demo.swapped_capitals(model, swapped)
-        entry["generator_parameters"] = int(model.rag.generator.backbone.count_params())
+        entry["generator_parameters"] = int(model.rag.generator.count_params())
         entry["num_docs"] = model.rag.num_docs
         entry["training"] = training
         metrics["models"][name] = entry
@@ -269,7 +269,7 @@ def run_demo(args):
         with stages("distilled student"):
             student = build_smollm2_rag_student(teacher, train_index, encoder, args.seed,
                                                 **student_overrides)
-            print(f"Student: {student.rag.generator.backbone.count_params():,} parameters, "
+            print(f"Student: {student.rag.generator.count_params():,} parameters, "
                   f"{STUDENT['num_docs']} passage, distilled for {args.student_steps} steps:",
                   flush=True)
             student_training = distill_student(student, cache, batches, args)

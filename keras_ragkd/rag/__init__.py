@@ -23,6 +23,7 @@ from keras_ragkd.rag.rag_question_answerer import build_rag_question_answerer
 from keras_ragkd.rag.rag_question_answerer import build_query_retriever
 from keras_ragkd.rag.retrieval_augmented_generator import RetrievalAugmentedGenerator
 from keras_ragkd.rag.causal_lm_generator import CausalLMGenerator
+from keras_ragkd.rag.copy_head import CopyHead
 from keras_ragkd.rag.causal_lm_preprocessor import CausalLMRagPreprocessor
 from keras_ragkd.rag.causal_lm_task import CausalLMRagQuestionAnswerer
 from keras_ragkd.rag.causal_lm_task import build_causal_lm_rag_question_answerer
@@ -51,6 +52,7 @@ __all__ = [
     "token_f1",
     "with_retrieved_passages",
     "CausalLMGenerator",
+    "CopyHead",
     "CausalLMRagPreprocessor",
     "CausalLMRagQuestionAnswerer",
     "build_causal_lm_rag_question_answerer",

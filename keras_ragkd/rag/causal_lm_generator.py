@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from keras_ragkd.rag.copy_head import CopyHead
 from keras_ragkd.rag.decoding import cached_rag_token_greedy_search
 from keras_ragkd.validation import check_integer
 
@@ -72,6 +73,9 @@ class CausalLMGenerator(keras.layers.Layer):
         middle_ids: ids between the passage and the question.
         suffix_ids: ids after the question (the assistant turn's opening).
         padding_id: int, the padding id of the question and passage ids.
+        copy_head: optional `CopyHead` (or its `key_dim`, an int): the
+            answer tokens' distribution then mixes the LM head with copies of
+            the prompt's tokens, and `decode` returns log-probabilities.
         **kwargs: `keras.layers.Layer` arguments.
 
     Example:
@@ -91,7 +95,7 @@ class CausalLMGenerator(keras.layers.Layer):
     """
 
     def __init__(self, backbone, prefix_ids=(), middle_ids=(), suffix_ids=(),
-                 padding_id=0, **kwargs):
+                 padding_id=0, copy_head=None, **kwargs):
         super().__init__(**kwargs)
         for name in ("token_embedding", "transformer_layers", "layer_norm"):
             if not hasattr(backbone, name):
@@ -109,6 +113,11 @@ class CausalLMGenerator(keras.layers.Layer):
                 f"token predict the first answer token. Received: suffix_ids={suffix_ids!r}"
             )
         self.padding_id = int(padding_id)
+        if copy_head is not None and not isinstance(copy_head, CopyHead):
+            copy_head = CopyHead(key_dim=copy_head, name="copy_head")
+        self.copy_head = copy_head
+        if copy_head is not None and not copy_head.built:
+            copy_head.build([None, None, backbone.hidden_dim])
         self.built = True
 
     @property
@@ -173,12 +182,17 @@ class CausalLMGenerator(keras.layers.Layer):
         padding_mask = tf.concat(
             [encoded["prompt_padding_mask"], tf.ones_like(answer_inputs, "bool")], axis=1
         )
-        hidden = self.backbone(
+        sequence = self.backbone(
             {"token_ids": token_ids, "padding_mask": padding_mask}, training=training
         )
         first = tf.shape(prompt)[1] - 1
-        hidden = hidden[:, first : first + tf.shape(decoder_token_ids)[1]]
-        return self.backbone.token_embedding(hidden, reverse=True)
+        hidden = sequence[:, first : first + tf.shape(decoder_token_ids)[1]]
+        logits = self.backbone.token_embedding(hidden, reverse=True)
+        if self.copy_head is None:
+            return logits
+        keys = self.copy_head.prompt_keys(sequence[:, : tf.shape(prompt)[1]])
+        return self.copy_head.log_probs(hidden, logits, keys, prompt,
+                                        encoded["prompt_padding_mask"])
 
     def call(self, inputs, training=None):
         encoded = self.encode_prompts(
@@ -187,7 +201,11 @@ class CausalLMGenerator(keras.layers.Layer):
         return self.decode(encoded, inputs["decoder_token_ids"], training=training)
 
     def _call_with_cache(self, token_ids, cache, cache_update_index, attention_mask):
-        """`Llama3CausalLM.call_with_cache` with a key mask (left padding)."""
+        """`Llama3CausalLM.call_with_cache` with a key mask (left padding).
+
+        Returns `(logits, cache, hidden)`: the last position's logits, the
+        updated cache and the final hidden states of all `token_ids`.
+        """
         backbone = self.backbone
         x = backbone.token_embedding(token_ids)
         length = tf.shape(token_ids)[1]
@@ -204,9 +222,15 @@ class CausalLMGenerator(keras.layers.Layer):
                 self_attention_cache_update_index=cache_update_index,
             )
             updated.append(layer_cache)
-        x = backbone.layer_norm(x[:, -1:])
-        logits = backbone.token_embedding(x, reverse=True)[:, 0]
-        return tf.cast(logits, "float32"), tf.stack(updated, axis=1)
+        hidden = backbone.layer_norm(x)
+        logits = backbone.token_embedding(hidden[:, -1:], reverse=True)
+        return logits, tf.stack(updated, axis=1), hidden
+
+    def _next_token_logits(self, logits, hidden, copy_state):
+        """The last position's float32 next-token logits (log-probabilities with a copy head)."""
+        if self.copy_head is not None:
+            logits = self.copy_head.log_probs(hidden[:, -1:], logits, *copy_state)
+        return tf.cast(logits[:, 0], "float32")
 
     def rag_token_greedy_search(self, encoded, doc_log_probs, start_id, end_id, max_length,
                                 padding_id=None):
@@ -248,14 +272,23 @@ class CausalLMGenerator(keras.layers.Layer):
             backbone.compute_dtype,
         )
 
-        def first_step(cache):
-            return self._call_with_cache(prompt, cache, 0, key_mask)
+        prompt_mask = encoded["prompt_padding_mask"]
 
-        def next_step(tokens, t, cache):
-            return self._call_with_cache(tokens[:, None], cache, prompt_length + t - 1, key_mask)
+        def first_step(state):
+            logits, cache, hidden = self._call_with_cache(prompt, state[0], 0, key_mask)
+            keys = () if self.copy_head is None else self.copy_head.prompt_keys(hidden)
+            logits = self._next_token_logits(logits, hidden, (keys, prompt, prompt_mask))
+            return logits, (cache, keys)
+
+        def next_step(tokens, t, state):
+            cache, keys = state
+            logits, cache, hidden = self._call_with_cache(
+                tokens[:, None], cache, prompt_length + t - 1, key_mask)
+            logits = self._next_token_logits(logits, hidden, (keys, prompt, prompt_mask))
+            return logits, (cache, keys)
 
         return cached_rag_token_greedy_search(
-            first_step, next_step, cache, doc_log_probs, end_id, max_length, padding_id
+            first_step, next_step, (cache, ()), doc_log_probs, end_id, max_length, padding_id
         )
 
     def get_config(self):
@@ -274,6 +307,8 @@ class CausalLMGenerator(keras.layers.Layer):
                 "middle_ids": self.middle_ids,
                 "suffix_ids": self.suffix_ids,
                 "padding_id": self.padding_id,
+                "copy_head": None if self.copy_head is None
+                else keras.saving.serialize_keras_object(self.copy_head),
             }
         )
         return config
@@ -282,4 +317,6 @@ class CausalLMGenerator(keras.layers.Layer):
     def from_config(cls, config):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        if isinstance(config.get("copy_head"), dict):
+            config["copy_head"] = keras.saving.deserialize_keras_object(config["copy_head"])
         return cls(**config)

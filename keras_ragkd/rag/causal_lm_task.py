@@ -67,7 +67,7 @@ def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, ca
                                           num_docs=3, k=None, marginalization="token",
                                           backend="faiss", doc_score_scale=10.0,
                                           lora_rank=None, train_query_encoder=False,
-                                          lexical_weight=None):
+                                          lexical_weight=None, copy_head_dim=None):
     """Builds a `CausalLMRagQuestionAnswerer` over an index in one call.
 
     Args:
@@ -91,6 +91,8 @@ def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, ca
             by default).
         lexical_weight: `None` (dense retrieval) or a float: hybrid retrieval
             (see `build_query_retriever`).
+        copy_head_dim: `None` or an int: the generator gets a `CopyHead` of
+            that key width and can copy answer tokens from its prompt.
 
     Example (with LoRA only the LoRA factors and the passage-posterior
     scale train):
@@ -123,7 +125,8 @@ def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, ca
     backbone = causal_lm.backbone if hasattr(causal_lm, "backbone") else causal_lm
     if lora_rank:
         backbone.enable_lora(lora_rank)
-    generator = CausalLMGenerator.from_preprocessor(backbone, preprocessor)
+    generator = CausalLMGenerator.from_preprocessor(backbone, preprocessor,
+                                                    copy_head=copy_head_dim)
     query_encoder, retriever = build_query_retriever(
         index, query_encoder, k or num_docs, backend, lexical_weight, train_query_encoder)
     rag = RetrievalAugmentedGenerator(

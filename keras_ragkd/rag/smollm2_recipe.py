@@ -26,9 +26,11 @@ from keras_ragkd.training_budget import warmup_cosine
 TEACHER = dict(num_docs=2, lora_rank=8, question_length=24, passage_length=48, answer_length=12,
                learning_rate=2e-3, batch_size=8, doc_score_scale=10.0)
 # The student: 1/8 of SmolLM2's weights at most (embedding included), the
-# teacher's head size (64) so that `layer_init="teacher"` can cut its heads.
+# teacher's head size (64) so that `layer_init="teacher"` can cut its heads,
+# and a `CopyHead` (keys of 64) to answer with spans of the passage.
 STUDENT = dict(num_docs=1, hidden_dim=256, num_layers=4, num_query_heads=4,
-               num_key_value_heads=2, intermediate_dim=1024, layer_init="teacher")
+               num_key_value_heads=2, intermediate_dim=1024, layer_init="teacher",
+               copy_head_dim=64)
 # How the student learns: the teacher's top-64 RAG-Token marginals (+ tail)
 # at T = 1, forward KL beside the answer tokens' cross-entropy (α = 0.5), the
 # teacher's mistakes masked; Adam 2e-3 with a warm-up and cosine decay.
@@ -119,7 +121,8 @@ def build_smollm2_rag_student(teacher, index, encoder, seed=0, **overrides):
         intermediate_dim=settings["intermediate_dim"], layer_init=settings["layer_init"],
         seed=seed)
     return build_causal_lm_rag_question_answerer(
-        index, encoder, teacher.preprocessor, backbone, num_docs=settings["num_docs"])
+        index, encoder, teacher.preprocessor, backbone, num_docs=settings["num_docs"],
+        copy_head_dim=settings["copy_head_dim"] or None)
 
 
 def cache_batches(model, questions, batch_size=DISTILLATION["batch_size"]):

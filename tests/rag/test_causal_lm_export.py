@@ -52,7 +52,7 @@ SERVE_WITHOUT_PACKAGE = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def model():
-    """A tiny random llama over SmolLM2's real 49,152-token BPE, a FAISS Flat index."""
+    """A tiny random llama with a copy head over SmolLM2's real BPE, a FAISS Flat index."""
     tokenizer = llama3_tokenizer_from_gguf(smollm2_gguf_path())
     preprocessor = CausalLMRagPreprocessor(tokenizer, question_length=24, passage_length=24,
                                            answer_length=6, query_as_text=False)
@@ -70,8 +70,10 @@ def model():
         vocabulary_size=preprocessor.vocabulary_size, num_layers=1, num_query_heads=2,
         num_key_value_heads=1, hidden_dim=16, intermediate_dim=32, tie_word_embeddings=True,
     )
+    # With a copy head, as the SmolLM2 student is: its prompt keys live in the
+    # exported decoding loop's state.
     return build_causal_lm_rag_question_answerer(index, encoder, preprocessor, backbone,
-                                                 num_docs=2)
+                                                 num_docs=2, copy_head_dim=4)
 
 
 @pytest.mark.slow

@@ -91,7 +91,7 @@ def make_preprocessor(tokenizer, question_length=40, passage_length=40, answer_l
 
 
 def make_model(tokenizer, passages, preprocessor=None, num_docs=2, marginalization="token",
-               lora_rank=None, seed=0, dtype=None):
+               lora_rank=None, seed=0, dtype=None, copy_head_dim=None):
     """A task model: token-id query encoder, FAISS Flat index, tiny llama."""
     preprocessor = preprocessor or make_preprocessor(tokenizer)
     encoder = token_query_encoder(preprocessor.vocabulary_size, seed=seed)
@@ -100,7 +100,7 @@ def make_model(tokenizer, passages, preprocessor=None, num_docs=2, marginalizati
     return build_causal_lm_rag_question_answerer(
         index, encoder, preprocessor, tiny_backbone(preprocessor.vocabulary_size, seed, dtype),
         num_docs=num_docs, marginalization=marginalization, doc_score_scale=5.0,
-        lora_rank=lora_rank, train_query_encoder=True,
+        lora_rank=lora_rank, train_query_encoder=True, copy_head_dim=copy_head_dim,
     )
 
 
@@ -260,15 +260,18 @@ def test_lora_in_mixed_bfloat16_keeps_frozen_weights_bit_identical(tokenizer, pa
                if v.path.endswith("lora_kernel_b"))
 
 
-@pytest.fixture(scope="module")
-def trained(tokenizer, passages):
-    """A tiny llama RAG model fitted to four capital questions (full fine-tuning)."""
-    model = make_model(tokenizer, passages)
+def fit_capitals(model):
+    """`model` fitted to four capital questions (full fine-tuning): `(model, history)`."""
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     # Tokenised once: keras-hub's BPE is slow inside `tf.data` (~0.2 s a batch).
     dataset = model.preprocess(QUESTIONS, ANSWERS, batch_size=4).cache().repeat(20)
-    history = model.fit(dataset, epochs=4, verbose=0)
-    return model, history
+    return model, model.fit(dataset, epochs=4, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tokenizer, passages):
+    """A tiny llama RAG model fitted to four capital questions."""
+    return fit_capitals(make_model(tokenizer, passages))
 
 
 def test_fit_lowers_the_loss(trained):
@@ -323,6 +326,40 @@ def test_with_index_shares_the_generator(trained):
     assert isinstance(swapped, CausalLMRagQuestionAnswerer)
     assert swapped.rag.generator is model.rag.generator
     assert swapped.rag.num_docs == 1
+
+
+@pytest.fixture(scope="module")
+def copying(tokenizer, passages):
+    """A tiny llama RAG model with a copy head, fitted to four capital questions."""
+    return fit_capitals(make_model(tokenizer, passages, copy_head_dim=8))
+
+
+def test_copy_head_trains_and_cached_decoding_matches_recompute(copying):
+    model, history = copying
+    losses = history.history["loss"]
+    assert losses[-1] < 0.5 * losses[0]
+    copy_variables = [v for v in model.trainable_variables if "copy_head" in v.path]
+    assert len(copy_variables) == 4  # query, key, gate kernel and bias.
+    x = model.preprocessor(tf.constant(QUESTIONS))
+    ends = model.preprocessor.start_id, model.preprocessor.end_id
+    cached, cached_scores = model.rag.generate_token_ids(x, *ends, max_length=8)
+    full, full_scores = model.rag.generate_token_ids(x, *ends, max_length=8, use_cache=False)
+    np.testing.assert_array_equal(cached.numpy(), full.numpy())
+    np.testing.assert_allclose(cached_scores.numpy(), full_scores.numpy(), atol=1e-3)
+    marginal = model(batch(model)[0])  # RAG-Token log-probabilities of the mixture.
+    np.testing.assert_allclose(np.exp(marginal.numpy()).sum(-1), 1.0, rtol=1e-4)
+
+
+def test_copy_head_round_trips_through_keras_file(copying, tmp_path):
+    model, _ = copying
+    model.rag.retriever.index.save(str(tmp_path / "index"))
+    model.save(str(tmp_path / "copying.keras"))
+    restored = keras.saving.load_model(str(tmp_path / "copying.keras"))
+    assert isinstance(restored, CausalLMRagQuestionAnswerer)
+    assert restored.rag.generator.copy_head.key_dim == 8
+    x, _ = batch(model)
+    np.testing.assert_allclose(restored(x).numpy(), model(x).numpy(), atol=1e-5)
+    assert restored.generate(QUESTIONS) == model.generate(QUESTIONS)
 
 
 def test_generator_validation(tokenizer):
