@@ -185,12 +185,12 @@ class CausalLMGenerator(keras.layers.Layer):
         sequence = self.backbone(
             {"token_ids": token_ids, "padding_mask": padding_mask}, training=training
         )
-        first = tf.shape(prompt)[1] - 1
-        hidden = sequence[:, first : first + tf.shape(decoder_token_ids)[1]]
+        prompt_length = tf.shape(prompt)[1]
+        hidden = sequence[:, prompt_length - 1 : prompt_length - 1 + tf.shape(decoder_token_ids)[1]]
         logits = self.backbone.token_embedding(hidden, reverse=True)
         if self.copy_head is None:
             return logits
-        keys = self.copy_head.prompt_keys(sequence[:, : tf.shape(prompt)[1]])
+        keys = self.copy_head.prompt_keys(sequence[:, :prompt_length])
         return self.copy_head.log_probs(hidden, logits, keys, prompt,
                                         encoded["prompt_padding_mask"])
 
@@ -225,12 +225,6 @@ class CausalLMGenerator(keras.layers.Layer):
         hidden = backbone.layer_norm(x)
         logits = backbone.token_embedding(hidden[:, -1:], reverse=True)
         return logits, tf.stack(updated, axis=1), hidden
-
-    def _next_token_logits(self, logits, hidden, copy_state):
-        """The last position's float32 next-token logits (log-probabilities with a copy head)."""
-        if self.copy_head is not None:
-            logits = self.copy_head.log_probs(hidden[:, -1:], logits, *copy_state)
-        return tf.cast(logits[:, 0], "float32")
 
     def rag_token_greedy_search(self, encoded, doc_log_probs, start_id, end_id, max_length,
                                 padding_id=None):
@@ -272,20 +266,23 @@ class CausalLMGenerator(keras.layers.Layer):
             backbone.compute_dtype,
         )
 
-        prompt_mask = encoded["prompt_padding_mask"]
+        def next_token_logits(logits, hidden, keys):
+            """Float32 `(rows, vocab)`; log-probabilities with a copy head."""
+            if self.copy_head is not None:
+                logits = self.copy_head.log_probs(hidden[:, -1:], logits, keys, prompt,
+                                                  encoded["prompt_padding_mask"])
+            return tf.cast(logits[:, 0], "float32")
 
         def first_step(state):
             logits, cache, hidden = self._call_with_cache(prompt, state[0], 0, key_mask)
             keys = () if self.copy_head is None else self.copy_head.prompt_keys(hidden)
-            logits = self._next_token_logits(logits, hidden, (keys, prompt, prompt_mask))
-            return logits, (cache, keys)
+            return next_token_logits(logits, hidden, keys), (cache, keys)
 
         def next_step(tokens, t, state):
             cache, keys = state
             logits, cache, hidden = self._call_with_cache(
                 tokens[:, None], cache, prompt_length + t - 1, key_mask)
-            logits = self._next_token_logits(logits, hidden, (keys, prompt, prompt_mask))
-            return logits, (cache, keys)
+            return next_token_logits(logits, hidden, keys), (cache, keys)
 
         return cached_rag_token_greedy_search(
             first_step, next_step, (cache, ()), doc_log_probs, end_id, max_length, padding_id
