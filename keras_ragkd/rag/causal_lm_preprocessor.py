@@ -68,6 +68,13 @@ class CausalLMRagPreprocessor(QuestionAnswerPreprocessor):
             `QuestionAnswerPreprocessor`.
         system_prompt: str or `None`, a system turn before every prompt.
         user_template: str, the user turn, with `{passage}` then `{question}`.
+        answer_leading_space: bool. `True` tokenises answers as `" " + answer`,
+            as the words stand inside a passage ("is Luanda." holds
+            `ĠLu anda`, a bare "Luanda" is `L u anda`), so that a pointer into
+            the prompt (`CopyHead`) can produce every answer token; decoded
+            answers are stripped either way. The default `False` tokenises
+            answers as chat models write them after `assistant\n`; a teacher
+            and the student distilled from its cache must agree on it.
         **kwargs: `keras.layers.Layer` arguments.
 
     Example:
@@ -90,6 +97,7 @@ class CausalLMRagPreprocessor(QuestionAnswerPreprocessor):
         query_as_text=True,
         system_prompt=None,
         user_template=DEFAULT_USER_TEMPLATE,
+        answer_leading_space=False,
         **kwargs,
     ):
         super().__init__(
@@ -98,12 +106,13 @@ class CausalLMRagPreprocessor(QuestionAnswerPreprocessor):
         )
         self.system_prompt = system_prompt or None
         self.user_template = user_template
+        self.answer_leading_space = bool(answer_leading_space)
         before, middle, after = _split_user_template(user_template)
         # A space before a slot belongs to the slot's first word.
         self._leading_space = {
             "question": middle.endswith(" "),
             "passage": before.endswith(" "),
-            "answer": False,
+            "answer": self.answer_leading_space,
         }
         # Token ids of the fixed prompt text, computed on first use: when a
         # saved model is loaded the tokenizer gets its vocabulary after this
@@ -201,5 +210,9 @@ class CausalLMRagPreprocessor(QuestionAnswerPreprocessor):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"system_prompt": self.system_prompt, "user_template": self.user_template})
+        config.update({
+            "system_prompt": self.system_prompt,
+            "user_template": self.user_template,
+            "answer_leading_space": self.answer_leading_space,
+        })
         return config

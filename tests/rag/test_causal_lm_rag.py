@@ -132,6 +132,31 @@ def test_prompt_ids_equal_the_whole_prompt_tokenized(tokenizer):
     assert ids.numpy().tolist() == [[1, 2, 3], [9, 9, 4]]
 
 
+def _contains(sequence, part):
+    return any(sequence[i:i + len(part)] == part for i in range(len(sequence) - len(part) + 1))
+
+
+def test_answer_leading_space_makes_answers_copyable_from_the_passage(tokenizer):
+    passage, answer = "The capital of Zubrowka is Lutz.", "Lutz"
+    spaced = CausalLMRagPreprocessor(tokenizer, question_length=40, passage_length=40,
+                                     answer_length=8, query_as_text=False,
+                                     answer_leading_space=True)
+    assert spaced.get_config()["answer_leading_space"] is True
+    passage_ids = [int(i) for i in spaced.tokenize_passages([passage])[0] if i != spaced.padding_id]
+    for preprocessor, copyable in ((make_preprocessor(tokenizer), False), (spaced, True)):
+        x, labels = preprocessor(tf.constant(["What is the capital of Zubrowka?"]),
+                                 tf.constant([answer]))
+        answer_ids = [int(i) for i in labels[0] if i not in (preprocessor.padding_id,
+                                                             preprocessor.end_id)]
+        # "Ġ" starts the spaced answer as it starts the word in the passage.
+        assert (tokenizer.id_to_token(answer_ids[0]) == "Ġ") is copyable
+        assert _contains(passage_ids, answer_ids)
+        assert _contains(passage_ids, [tokenizer.token_to_id("Ġ")] + answer_ids) is not copyable
+        assert x["decoder_token_ids"][0, 1:].numpy().tolist()[:len(answer_ids) - 1] == (
+            answer_ids[:-1])
+        assert preprocessor.detokenize(labels).tolist() == [answer]
+
+
 def _log_softmax(x):
     x = x - x.max(axis=-1, keepdims=True)
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
