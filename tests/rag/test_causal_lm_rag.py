@@ -83,10 +83,11 @@ def passages():
     return [p for p in country_passages(COUNTRIES) if p["id"].endswith("/capital")]
 
 
-def make_preprocessor(tokenizer, question_length=40, passage_length=40, answer_length=8):
+def make_preprocessor(tokenizer, question_length=40, passage_length=40, answer_length=8,
+                      **kwargs):
     return CausalLMRagPreprocessor(
         tokenizer, question_length=question_length, passage_length=passage_length,
-        answer_length=answer_length, query_as_text=False,
+        answer_length=answer_length, query_as_text=False, **kwargs,
     )
 
 
@@ -138,9 +139,7 @@ def _contains(sequence, part):
 
 def test_answer_leading_space_makes_answers_copyable_from_the_passage(tokenizer):
     passage, answer = "The capital of Zubrowka is Lutz.", "Lutz"
-    spaced = CausalLMRagPreprocessor(tokenizer, question_length=40, passage_length=40,
-                                     answer_length=8, query_as_text=False,
-                                     answer_leading_space=True)
+    spaced = make_preprocessor(tokenizer, answer_leading_space=True)
     assert spaced.get_config()["answer_leading_space"] is True
     passage_ids = [int(i) for i in spaced.tokenize_passages([passage])[0] if i != spaced.padding_id]
     for preprocessor, copyable in ((make_preprocessor(tokenizer), False), (spaced, True)):
