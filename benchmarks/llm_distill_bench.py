@@ -106,6 +106,10 @@ MODES = {
                  batch_size=16, latency_questions=12, variant_steps=300),
 }
 
+OVERRIDE_HELP = {"variant_steps": "steps of each first-seed variant (loss, init, on-policy); "
+                                  "0 skips them",
+                 "countries": "countries sampled, 20 % of them held out (0: all)"}
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -132,7 +136,8 @@ def parse_args(argv=None):
                         help="do not run the llama.cpp peer (it runs when llama-cpp-python, "
                              'the bench extra `.[peer]`, is installed)')
     for key in MODES["quick"]:
-        parser.add_argument("--" + key.replace("_", "-"), type=int, default=None)
+        parser.add_argument("--" + key.replace("_", "-"), type=int, default=None,
+                            help=OVERRIDE_HELP.get(key, f"overrides the mode's {key}"))
     args = parser.parse_args(argv)
     for key, value in MODES["quick" if args.quick else "full"].items():
         if getattr(args, key) is None:
@@ -364,7 +369,7 @@ def main(argv=None):
     log(f"cache: {results['cache']}")
     cached = cache.attach(batches).shuffle(16, seed=args.seed, reshuffle_each_iteration=True)
 
-    students, variants = {}, {}
+    students = {}
     last_student = None
     for seed in range(args.seeds):
         for name in ("distilled", "plain"):
@@ -383,37 +388,7 @@ def main(argv=None):
             if name == "distilled" and seed == 0:
                 last_student = student
 
-    steps = args.variant_steps
-    other_init = next(init for init in LAYER_INITS if init != args.layer_init)
-    variant_losses = {
-        f"distilled_{other_init}_layers": distillation_losses.ForwardKL(),
-        "reverse_kl": distillation_losses.ReverseKL(),
-        "jsd_0.5": distillation_losses.GeneralizedJSD(beta=0.5),
-        "top_k_without_tail": distillation_losses.TopKKL(),
-    }
-    for name, loss in variant_losses.items():
-        init = other_init if name == f"distilled_{other_init}_layers" else None
-        student = student_model(args, teacher, data, 0, layer_init=init)
-        training = fit_steps(distilled(args, student, steps, loss), cached, steps)
-        entry = evaluate(student, data, full=False)
-        entry["training"] = training
-        variants[name] = [entry]
-        log(f"{name}: {entry}")
-
-    student = student_model(args, teacher, data, 0)
-    on_policy = OnPolicyBatches(
-        student, cache_teacher, [q["question"] for q in data["train_questions"]],
-        [q["answer"] for q in data["train_questions"]], fraction=args.on_policy_fraction,
-        batch_size=args.batch_size, shuffle_seed=args.seed, off_policy=cached,
-        top_k=args.top_k, temperature=args.temperature)
-    model = distilled(args, student, steps, distillation_losses.ForwardKL())
-    training = fit_steps_py(model, on_policy, steps)
-    entry = evaluate(student, data, full=False)
-    entry["training"] = training
-    entry["on_policy_share"] = on_policy.on_policy_share
-    variants[f"on_policy_lambda_{args.on_policy_fraction}"] = [entry]
-    log(f"on-policy: {entry}")
-
+    variants = train_variants(args, teacher, data, cached, cache_teacher)
     results["students"] = {name: summarise(runs) for name, runs in {**students, **variants}.items()}
     student_parameters = last_student.rag.generator.count_params()
     results["parameters"] = {"teacher": teacher_parameters, "student": student_parameters,
@@ -454,6 +429,48 @@ def main(argv=None):
         print(f"{key}: {value}")
     log(f"done in {results['seconds']:.0f} s")
     return results
+
+
+def train_variants(args, teacher, data, cached, cache_teacher):
+    """The first seed's variants, `args.variant_steps` each (none if it is 0).
+
+    The other layer init, reverse KL, JSD(0.5), top-k without the tail, and
+    on-policy λ (the student's own answers scored by the live teacher).
+    """
+    steps = args.variant_steps
+    if not steps:
+        return {}
+    variants = {}
+    other_init = next(init for init in LAYER_INITS if init != args.layer_init)
+    variant_losses = {
+        f"distilled_{other_init}_layers": distillation_losses.ForwardKL(),
+        "reverse_kl": distillation_losses.ReverseKL(),
+        "jsd_0.5": distillation_losses.GeneralizedJSD(beta=0.5),
+        "top_k_without_tail": distillation_losses.TopKKL(),
+    }
+    for name, loss in variant_losses.items():
+        init = other_init if name == f"distilled_{other_init}_layers" else None
+        student = student_model(args, teacher, data, 0, layer_init=init)
+        training = fit_steps(distilled(args, student, steps, loss), cached, steps)
+        entry = evaluate(student, data, full=False)
+        entry["training"] = training
+        variants[name] = [entry]
+        log(f"{name}: {entry}")
+
+    student = student_model(args, teacher, data, 0)
+    on_policy = OnPolicyBatches(
+        student, cache_teacher, [q["question"] for q in data["train_questions"]],
+        [q["answer"] for q in data["train_questions"]], fraction=args.on_policy_fraction,
+        batch_size=args.batch_size, shuffle_seed=args.seed, off_policy=cached,
+        top_k=args.top_k, temperature=args.temperature)
+    model = distilled(args, student, steps, distillation_losses.ForwardKL())
+    training = fit_steps_py(model, on_policy, steps)
+    entry = evaluate(student, data, full=False)
+    entry["training"] = training
+    entry["on_policy_share"] = on_policy.on_policy_share
+    variants[f"on_policy_lambda_{args.on_policy_fraction}"] = [entry]
+    log(f"on-policy: {entry}")
+    return variants
 
 
 def fit_steps_py(model, batches, steps):

@@ -254,8 +254,10 @@ def load_llm_teacher(index, encoder, directory=TEACHER_DIR, dtype="float32"):
     """The trained teacher: `load_smollm2()` + the saved LoRA weights and scale."""
     with open(os.path.join(directory, "teacher.json")) as f:
         settings = json.load(f)
-    shapes = ("num_docs", "lora_rank", "question_length", "passage_length", "answer_length")
-    mismatched = {k: settings.get(k) for k in shapes if settings.get(k) != TEACHER[k]}
+    settings = {"answer_leading_space": False, **settings}  # Teachers saved before it existed.
+    trained_with = ("num_docs", "lora_rank", "question_length", "passage_length",
+                    "answer_length", "answer_leading_space")
+    mismatched = {k: settings.get(k) for k in trained_with if settings.get(k) != TEACHER[k]}
     if mismatched:
         raise ValueError(f"The saved teacher in {directory} was trained with other settings "
                          f"than TEACHER ({ {k: TEACHER[k] for k in mismatched} }). "

@@ -22,9 +22,11 @@ from keras_ragkd.rag.causal_lm_task import build_causal_lm_rag_question_answerer
 from keras_ragkd.training_budget import warmup_cosine
 
 # The teacher: what the prompt needs (90 % of the countryinfo passages fit in
-# 48 tokens), rank-8 LoRA, Adam 2e-3, batches of 8.
+# 48 tokens), rank-8 LoRA, Adam 2e-3, batches of 8; answers tokenised with a
+# leading space, as their words stand in a passage (`ĠLu anda`, not `L u anda`),
+# so that a copying student can produce their first token.
 TEACHER = dict(num_docs=2, lora_rank=8, question_length=24, passage_length=48, answer_length=12,
-               learning_rate=2e-3, batch_size=8, doc_score_scale=10.0)
+               learning_rate=2e-3, batch_size=8, doc_score_scale=10.0, answer_leading_space=True)
 # The student: 1/8 of SmolLM2's weights at most (embedding included), the
 # teacher's head size (64) so that `layer_init="teacher"` can cut its heads,
 # and a `CopyHead` (keys of 64) to answer with spans of the passage.
@@ -38,7 +40,11 @@ DISTILLATION = dict(alpha=0.5, temperature=1.0, top_k=64, learning_rate=2e-3, ba
 
 
 def smollm2_rag_preprocessor(causal_lm, user_template=None):
-    """A `CausalLMRagPreprocessor` with the teacher's lengths on `causal_lm`'s tokenizer.
+    """A `CausalLMRagPreprocessor` with the teacher's settings on `causal_lm`'s tokenizer.
+
+    The teacher's lengths and `answer_leading_space` (a student distilled
+    from its cache must tokenise answers the same way: it shares this
+    preprocessor).
 
     Args:
         causal_lm: a keras-hub causal LM whose preprocessor's tokenizer has the
@@ -63,11 +69,14 @@ def smollm2_rag_preprocessor(causal_lm, user_template=None):
     >>> preprocessor = smollm2_rag_preprocessor(causal_lm)
     >>> preprocessor.passage_length == TEACHER["passage_length"]
     True
+    >>> preprocessor.get_config()["answer_leading_space"]
+    True
     """
-    lengths = {k: TEACHER[k] for k in ("question_length", "passage_length", "answer_length")}
+    settings = {k: TEACHER[k] for k in ("question_length", "passage_length", "answer_length",
+                                        "answer_leading_space")}
     if user_template:
-        lengths["user_template"] = user_template
-    return CausalLMRagPreprocessor(causal_lm.preprocessor.tokenizer, **lengths)
+        settings["user_template"] = user_template
+    return CausalLMRagPreprocessor(causal_lm.preprocessor.tokenizer, **settings)
 
 
 def build_smollm2_rag_teacher(index, encoder, causal_lm=None, dtype="float32"):
