@@ -56,6 +56,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_ragkd.rag.smollm2_recipe import PREPROCESSOR_SETTINGS
 from keras_ragkd.rag.smollm2_recipe import TEACHER
 from keras_ragkd.rag.smollm2_recipe import build_smollm2_rag_teacher
 from keras_ragkd.rag.smollm2_recipe import smollm2_rag_preprocessor
@@ -255,8 +256,7 @@ def load_llm_teacher(index, encoder, directory=TEACHER_DIR, dtype="float32"):
     with open(os.path.join(directory, "teacher.json")) as f:
         settings = json.load(f)
     settings = {"answer_leading_space": False, **settings}  # Teachers saved before it existed.
-    trained_with = ("num_docs", "lora_rank", "question_length", "passage_length",
-                    "answer_length", "answer_leading_space")
+    trained_with = ("num_docs", "lora_rank") + PREPROCESSOR_SETTINGS
     mismatched = {k: settings.get(k) for k in trained_with if settings.get(k) != TEACHER[k]}
     if mismatched:
         raise ValueError(f"The saved teacher in {directory} was trained with other settings "

@@ -27,6 +27,9 @@ from keras_ragkd.training_budget import warmup_cosine
 # so that a copying student can produce their first token.
 TEACHER = dict(num_docs=2, lora_rank=8, question_length=24, passage_length=48, answer_length=12,
                learning_rate=2e-3, batch_size=8, doc_score_scale=10.0, answer_leading_space=True)
+# The `TEACHER` settings its `CausalLMRagPreprocessor` takes.
+PREPROCESSOR_SETTINGS = ("question_length", "passage_length", "answer_length",
+                         "answer_leading_space")
 # The student: 1/8 of SmolLM2's weights at most (embedding included), the
 # teacher's head size (64) so that `layer_init="teacher"` can cut its heads,
 # and a `CopyHead` (keys of 64) to answer with spans of the passage.
@@ -72,8 +75,7 @@ def smollm2_rag_preprocessor(causal_lm, user_template=None):
     >>> preprocessor.get_config()["answer_leading_space"]
     True
     """
-    settings = {k: TEACHER[k] for k in ("question_length", "passage_length", "answer_length",
-                                        "answer_leading_space")}
+    settings = {k: TEACHER[k] for k in PREPROCESSOR_SETTINGS}
     if user_template:
         settings["user_template"] = user_template
     return CausalLMRagPreprocessor(causal_lm.preprocessor.tokenizer, **settings)
