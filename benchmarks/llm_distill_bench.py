@@ -42,6 +42,8 @@ Usage:
     python benchmarks/llm_distill_bench.py --quick   # <= 15 min on 2 cores
     python benchmarks/llm_distill_bench.py           # <= 90 min on 2 cores
     python benchmarks/llm_distill_bench.py --teacher /path/to/teacher_folder
+    # only step 5, for the SavedModel an earlier run exported (its work folder):
+    python benchmarks/llm_distill_bench.py --llama-cpp-against /tmp/llm_distill_bench_x/student_savedmodel
 """
 
 import argparse
@@ -135,6 +137,10 @@ def parse_args(argv=None):
     parser.add_argument("--skip-llama-cpp", action="store_true",
                         help="do not run the llama.cpp peer (it runs when llama-cpp-python, "
                              'the bench extra `.[peer]`, is installed)')
+    parser.add_argument("--llama-cpp-against", default=None, metavar="SAVEDMODEL",
+                        help="no training: score and time this exported student (an earlier "
+                             "run's `<work folder>/student_savedmodel`) against the llama.cpp "
+                             "peer; writes results/llm_distill_bench_llama_cpp.json")
     for key in MODES["quick"]:
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=None,
                             help=OVERRIDE_HELP.get(key, f"overrides the mode's {key}"))
@@ -339,8 +345,29 @@ def summarise(runs):
             "runs": runs}
 
 
+def llama_cpp_against(args):
+    """`--llama-cpp-against`: an earlier run's exported student vs the llama.cpp peer."""
+    data = build_data(args)
+    teacher, teacher_kind = load_teacher(args, data)
+    served = SavedModelAnswerer(args.llama_cpp_against)
+    questions = sample_questions(data["test"], args.latency_questions, args.seed + 3)
+    student = score_answers(data["test_sample"],
+                            answer_questions(served, data["test_sample"], batch_size=1))
+    results = {"config": vars(args), "teacher_kind": teacher_kind,
+               "student_savedmodel": {"path": args.llama_cpp_against,
+                                      "exact_match": student["exact_match"],
+                                      "count": len(data["test_sample"])},
+               "llama_cpp": llama_cpp_stage(args, data, teacher, served, questions)}
+    log(f"student SavedModel: {results['student_savedmodel']}")
+    RESULTS.mkdir(exist_ok=True)
+    write_json(results, RESULTS / "llm_distill_bench_llama_cpp.json")
+    return results
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.llama_cpp_against:
+        return llama_cpp_against(args)
     mode = "quick" if args.quick else "full"
     started = time.perf_counter()
     workdir = tempfile.mkdtemp(prefix="llm_distill_bench_")
