@@ -42,8 +42,9 @@ Usage:
     python benchmarks/llm_distill_bench.py --quick   # <= 15 min on 2 cores
     python benchmarks/llm_distill_bench.py           # <= 90 min on 2 cores
     python benchmarks/llm_distill_bench.py --teacher /path/to/teacher_folder
-    # only step 5, for the SavedModel an earlier run exported (its work folder):
-    python benchmarks/llm_distill_bench.py --llama-cpp-against /tmp/llm_distill_bench_x/student_savedmodel
+    # only step 5, for the SavedModel an earlier run exported in its work folder:
+    python benchmarks/llm_distill_bench.py --llama-cpp-against \
+        /tmp/llm_distill_bench_x/student_savedmodel
 """
 
 import argparse
@@ -345,12 +346,17 @@ def summarise(runs):
             "runs": runs}
 
 
+def latency_sample(args, data):
+    """The held-out questions that models are timed on, in turns."""
+    return sample_questions(data["test"], args.latency_questions, args.seed + 3)
+
+
 def llama_cpp_against(args):
     """`--llama-cpp-against`: an earlier run's exported student vs the llama.cpp peer."""
     data = build_data(args)
     teacher, teacher_kind = load_teacher(args, data)
     served = SavedModelAnswerer(args.llama_cpp_against)
-    questions = sample_questions(data["test"], args.latency_questions, args.seed + 3)
+    questions = latency_sample(args, data)
     student = score_answers(data["test_sample"],
                             answer_questions(served, data["test_sample"], batch_size=1))
     results = {"config": vars(args), "teacher_kind": teacher_kind,
@@ -420,7 +426,7 @@ def main(argv=None):
     student_parameters = last_student.rag.generator.count_params()
     results["parameters"] = {"teacher": teacher_parameters, "student": student_parameters,
                              "student_over_teacher": student_parameters / teacher_parameters}
-    latency_questions = sample_questions(data["test"], args.latency_questions, args.seed + 3)
+    latency_questions = latency_sample(args, data)
     student_index = last_student.with_index(data["index"], num_docs=args.student_docs)
     batch_1 = compare_latency({"teacher": teacher, "student": student_index}, latency_questions)
     latency = {"teacher_batch_1": batch_1["teacher"], "student_batch_1": batch_1["student"],
