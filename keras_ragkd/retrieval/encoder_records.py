@@ -57,7 +57,7 @@ def encoder_record(encoder):
 def write_encoder_files(encoder, record, folder):
     """Writes the encoder's fitted state into `folder`; returns the file names."""
     if record is not None and record["class_name"] == TFIDF:
-        encoder.save(folder)
+        encoder.write_files(folder)
     return list(ENCODER_FILES[record["class_name"]]) if record else []
 
 

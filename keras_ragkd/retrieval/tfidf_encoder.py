@@ -12,6 +12,7 @@ from sklearn.feature_extraction.text import TfidfTransformer
 
 from keras_ragkd.io_utils import atomic_write
 from keras_ragkd.io_utils import read_json_record
+from keras_ragkd.io_utils import write_folder
 from keras_ragkd.io_utils import write_json
 from keras_ragkd.retrieval.passage import check_texts
 from keras_ragkd.validation import check_integer
@@ -129,12 +130,27 @@ class TfidfEncoder:
         return tfidf.multiply(1.0 / np.maximum(norms, 1e-12)[:, None]).tocsr()
 
     def save(self, directory):
-        """Writes the encoder as JSON + `.npz` (no pickle) into `directory`.
+        """Writes the encoder as JSON + `.npz` (no pickle) to the folder `directory`.
 
-        Each file is replaced atomically; the JSON records `format_version`.
+        The pair is written into a staging folder that then replaces
+        `directory` as a whole (`keras_ragkd.io_utils.write_folder`), so a
+        save killed at any point leaves the previous encoder loadable. The
+        JSON records `format_version`.
+
+        Args:
+            directory: the encoder's own folder; an existing one is replaced.
         """
         self._check_fitted()
-        os.makedirs(directory, exist_ok=True)
+        write_folder(directory, self.write_files, kind="tfidf")
+
+    def write_files(self, folder):
+        """Writes the encoder's two files into the existing `folder`.
+
+        Args:
+            folder: a staging folder its caller swaps in when complete, as
+                `save` and `PassageIndex.save` do.
+        """
+        self._check_fitted()
         config = {
             "format_version": FORMAT_VERSION,
             "dim": self.requested_dim,
@@ -142,9 +158,9 @@ class TfidfEncoder:
             "seed": self.seed,
             "vocabulary": self.vocabulary,
         }
-        write_json(os.path.join(directory, CONFIG_FILE), config)
+        write_json(os.path.join(folder, CONFIG_FILE), config)
         atomic_write(
-            os.path.join(directory, ARRAYS_FILE),
+            os.path.join(folder, ARRAYS_FILE),
             lambda f: np.savez(f, idf=self.idf, components=self.components),
         )
 

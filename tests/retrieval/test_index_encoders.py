@@ -73,7 +73,7 @@ def test_tampered_tfidf_files_are_refused(tfidf_folder, passages):
     # Another fitted vocabulary, with the manifest's checksums updated to match:
     # only the identity check can notice.
     other = TfidfEncoder(dim=16).fit([p["text"] for p in passages][::-1] + ["extra words"])
-    other.save(data)
+    other.write_files(data)
     from keras_ragkd.io_utils import sha256_of
 
     for key, entry in manifest["files"].items():

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -47,6 +48,23 @@ def test_save_load_round_trip_without_pickle(tmp_path, texts):
     loaded = TfidfEncoder.load(tmp_path / "tfidf")
     assert loaded.identity == encoder.identity
     np.testing.assert_allclose(loaded.encode(texts[:5]), encoder.encode(texts[:5]))
+
+
+def test_a_save_killed_between_its_two_files_keeps_the_previous_encoder(
+    tmp_path, texts, monkeypatch
+):
+    previous = TfidfEncoder(dim=8).fit(texts[:100])
+    previous.save(tmp_path / "tfidf")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed after the JSON was written")
+
+    monkeypatch.setattr(np, "savez", killed)
+    with pytest.raises(KeyboardInterrupt):
+        TfidfEncoder(dim=8).fit(texts[100:200]).save(tmp_path / "tfidf")
+    loaded = TfidfEncoder.load(tmp_path / "tfidf")
+    assert loaded.identity == previous.identity
+    assert os.listdir(tmp_path) == ["tfidf"]
 
 
 def test_identity_depends_on_training_data(texts):
