@@ -235,7 +235,8 @@ def evaluate(model, data, full=True):
     index_model = model.with_index(data["index"], num_docs=model.rag.num_docs)
     entry = evaluate_answers(index_model, data["test_sample"], batch_size=32)
     result = {"exact_match": entry["exact_match"], "token_f1": entry.get("token_f1"),
-              "count": entry["count"], "examples": entry.get("examples", [])[:4]}
+              "count": entry["count"], "by_type": entry.get("by_type"),
+              "examples": entry.get("examples", [])[:4]}
     if full:
         reworded = evaluate_answers(index_model, data["reworded"], batch_size=32)
         result["reworded_exact_match"] = reworded["exact_match"]

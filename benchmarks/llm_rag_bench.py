@@ -28,9 +28,11 @@ types) and on reworded questions (`country_questions(wording="reworded")`):
   prompt token, 4 × per LoRA training token, 2 × 134.5 M per decoded token),
   generate latency at batch 1 and 32, peak memory (max RSS).
 
-The teacher's LoRA weights and settings are written to
+The full run writes the teacher's LoRA weights and settings to
 `benchmarks/results/llm_rag_teacher/` (7 MB; `load_llm_teacher` rebuilds
-it on top of `load_smollm2()`), for the distillation and element benches;
+it on top of `load_smollm2()`), for the distillation and element benches
+(a `--quick` or otherwise customised run writes `llm_rag_teacher_quick/` or
+`llm_rag_teacher_custom/` instead, leaving that one in place);
 the folder is committed with the other results, so those benches run from a
 clean clone without the teacher's 30-40 minutes of training first.
 
@@ -65,7 +67,7 @@ from keras_ragkd.data import NUMERIC_QUESTION_TYPES
 from keras_ragkd.data import country_passages
 from keras_ragkd.data import country_questions
 from keras_ragkd.data import country_split
-from keras_ragkd.io_utils import atomic_write
+from keras_ragkd.io_utils import write_folder
 from keras_ragkd.models import load_smollm2
 from keras_ragkd.rag import RagPreprocessor
 from keras_ragkd.training_budget import TimeCosineDecay
@@ -239,16 +241,23 @@ class IndexFactory:
         return PassageIndex.from_embeddings(passages, embeddings, encoder=self.encoder)
 
 
+def teacher_dir(mode):
+    """Where a run of `mode` saves its teacher: only the full run replaces
+    `TEACHER_DIR`, the committed teacher the other benches read."""
+    return TEACHER_DIR if mode == "full" else f"{TEACHER_DIR}_{mode}"
+
+
 def save_llm_teacher(model, directory=TEACHER_DIR):
-    """Writes the teacher's LoRA weights and settings (each file atomically)."""
-    os.makedirs(directory, exist_ok=True)
-    staged = os.path.join(directory, ".staged.lora.h5")
-    model.rag.generator.backbone.save_lora_weights(staged)
-    os.replace(staged, os.path.join(directory, "teacher.lora.h5"))
+    """Writes the teacher's LoRA weights and settings as one folder, swapped in
+    whole (`write_folder`); returns its path."""
     settings = dict(TEACHER, dtype=model.rag.generator.backbone.dtype_policy.name,
                     doc_score_scale=float(model.rag.doc_score_scale.numpy()))
-    atomic_write(os.path.join(directory, "teacher.json"),
-                 lambda f: json.dump(settings, f, indent=2), mode="w")
+
+    def write(staging):
+        model.rag.generator.backbone.save_lora_weights(os.path.join(staging, "teacher.lora.h5"))
+        write_json(settings, os.path.join(staging, "teacher.json"))
+
+    return write_folder(directory, write, kind="teacher")
 
 
 def load_llm_teacher(index, encoder, directory=TEACHER_DIR, dtype="float32"):
@@ -324,7 +333,11 @@ def swapped_capitals(model, index, questions, max_length=None):
 
 
 class StepTimes(keras.callbacks.Callback):
-    """Wall time of every training batch (the first, with tracing, kept apart)."""
+    """Wall time and logged loss of every training batch.
+
+    The loss is Keras' running mean over the epoch so far, so it restarts
+    from one batch's loss at every epoch boundary.
+    """
 
     def __init__(self):
         super().__init__()
@@ -467,7 +480,7 @@ def plot(results, path):
         axes[2].plot([p[0] for p in curve], [p[1] for p in curve])
     axes[2].set_yscale("log")
     axes[2].set_xlabel("steps")
-    axes[2].set_title("Teacher training loss (running mean)")
+    axes[2].set_title("Teacher training loss (Keras' running mean, reset each epoch)")
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -567,7 +580,8 @@ def run(args):
               f"(first {training['first_step_seconds']:.0f} s, median "
               f"{training['median_step_seconds']:.1f} s), loss {training['loss_first']:.3f} → "
               f"{training['loss_last']:.3f}", flush=True)
-        save_llm_teacher(teacher)
+        results["teacher_dir"] = save_llm_teacher(teacher, teacher_dir(args.mode))
+        print(f"teacher saved to {results['teacher_dir']}", flush=True)
     answering = teacher.with_index(index)
     entry = {"training": training, "held_out": scored(answering, held_out)}
     entry["reworded"] = scored(answering, reworded)

@@ -14,6 +14,7 @@ from keras_ragkd.rag import CausalLMRagQuestionAnswerer
 from keras_ragkd.rag import RagSequenceLoss
 from keras_ragkd.rag import RagTokenLoss
 from keras_ragkd.rag import build_causal_lm_rag_question_answerer
+from keras_ragkd.rag.causal_lm_generator import _pad_to_multiple
 from keras_ragkd.rag.causal_lm_generator import left_pad
 from keras_ragkd.retrieval import PassageIndex
 
@@ -131,6 +132,12 @@ def test_prompt_ids_equal_the_whole_prompt_tokenized(tokenizer):
     assert not mask[1, 0] and mask[1, -1] and ids[1, 0] == preprocessor.padding_id
     ids, mask = left_pad(tf.ragged.constant([[1, 2, 3], [4]]), 9)
     assert ids.numpy().tolist() == [[1, 2, 3], [9, 9, 4]]
+    # Cached decoding pads further, to a multiple of PROMPT_LENGTH_MULTIPLE.
+    padded, padded_mask = _pad_to_multiple(ids, mask, 4, 9)
+    assert padded.numpy().tolist() == [[9, 1, 2, 3], [9, 9, 9, 4]]
+    assert padded_mask.numpy().tolist() == [[False, True, True, True], [False] * 3 + [True]]
+    same, _ = _pad_to_multiple(padded, padded_mask, 4, 9)
+    assert same.shape == (2, 4)
 
 
 def _contains(sequence, part):
