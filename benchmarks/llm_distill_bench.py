@@ -18,9 +18,10 @@ country; counterfactual training passages, so models learn to read):
    `--student-docs` passages; per seed, distilled from the cache (forward KL,
    the teacher's mistakes masked, α-weighted hard loss) and the same student
    from the same initial weights trained on the answers alone for the same
-   steps; on the first seed also: the other layer init, reverse KL,
-   JSD(0.5), top-k without the tail (renormalised top-k) and on-policy λ
-   (the student's own answers scored by the live teacher, GKD);
+   steps; on the first seed, at `--variant-steps`, also: the other layer
+   init, forward KL (the variants' reference), reverse KL, JSD(0.5), top-k
+   without the tail (renormalised top-k) and on-policy λ (the student's
+   own answers scored by the live teacher, GKD);
 4. exact match on held-out countries, on reworded questions and the rate at
    which answers follow an index whose held-out capitals are swapped;
    parameters; `generate` latency at batch 1 and 32 (teacher vs student);
@@ -105,7 +106,7 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 MODES = {
     "quick": dict(countries=40, train_questions=96, eval_questions=24, steps=30, seeds=1,
                   batch_size=8, latency_questions=4, variant_steps=30),
-    "full": dict(countries=0, train_questions=640, eval_questions=160, steps=300, seeds=3,
+    "full": dict(countries=0, train_questions=1280, eval_questions=160, steps=600, seeds=3,
                  batch_size=16, latency_questions=12, variant_steps=300),
 }
 
@@ -468,8 +469,9 @@ def main(argv=None):
 def train_variants(args, teacher, data, cached, cache_teacher):
     """The first seed's variants, `args.variant_steps` each (none if it is 0).
 
-    The other layer init, reverse KL, JSD(0.5), top-k without the tail, and
-    on-policy λ (the student's own answers scored by the live teacher).
+    The other layer init, the default forward KL (the reference at these
+    steps), reverse KL, JSD(0.5), top-k without the tail, and on-policy λ
+    (the student's own answers scored by the live teacher).
     """
     steps = args.variant_steps
     if not steps:
@@ -478,6 +480,8 @@ def train_variants(args, teacher, data, cached, cache_teacher):
     other_init = next(init for init in LAYER_INITS if init != args.layer_init)
     variant_losses = {
         f"distilled_{other_init}_layers": distillation_losses.ForwardKL(),
+        # The default loss at the variants' steps, what they compare against.
+        "forward_kl": distillation_losses.ForwardKL(),
         "reverse_kl": distillation_losses.ReverseKL(),
         "jsd_0.5": distillation_losses.GeneralizedJSD(beta=0.5),
         "top_k_without_tail": distillation_losses.TopKKL(),

@@ -48,8 +48,8 @@ with tiny models (for tests). Every budget can be overridden
 
 `--teacher smollm2` runs the same mission with a pretrained LLM instead
 (`keras_ragkd.demo_smollm2`): a LoRA-tuned SmolLM2-135M-Instruct RAG teacher
-distilled into a llama student of 1/8 its weights (about 35 minutes on 2
-cores, so not the default).
+distilled into a llama student of 1/8 its weights (31.5 minutes measured
+on 2 cores, so not the default).
 
 Example:
 

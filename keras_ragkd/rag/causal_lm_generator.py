@@ -208,7 +208,8 @@ class CausalLMGenerator(keras.layers.Layer):
             return logits
         keys = self.copy_head.prompt_keys(sequence[:, :prompt_length])
         return self.copy_head.log_probs(hidden, logits, keys, prompt,
-                                        encoded["prompt_padding_mask"])
+                                        encoded["prompt_padding_mask"],
+                                        input_token_ids=decoder_token_ids)
 
     def call(self, inputs, training=None):
         encoded = self.encode_prompts(
@@ -283,26 +284,31 @@ class CausalLMGenerator(keras.layers.Layer):
             backbone.compute_dtype,
         )
 
-        def next_token_logits(logits, hidden, keys):
-            """Float32 `(rows, vocab)`; log-probabilities with a copy head."""
+        def next_token_logits(logits, hidden, keys, tokens, copy_probs):
+            """Float32 `(rows, vocab)` (log-probabilities with a copy head), copy probs."""
             if self.copy_head is not None:
-                logits = self.copy_head.log_probs(hidden[:, -1:], logits, keys, prompt,
-                                                  prompt_mask)
-            return tf.cast(logits[:, 0], "float32")
+                logits, copy_probs = self.copy_head.step_log_probs(
+                    hidden[:, -1:], logits, keys, prompt, prompt_mask, tokens, copy_probs)
+            return tf.cast(logits[:, 0], "float32"), copy_probs
+
+        no_copy = tf.zeros([rows, prompt_length], "float32")
 
         def first_step(state):
             logits, cache, hidden = self._call_with_cache(prompt, state[0], 0, key_mask)
             keys = () if self.copy_head is None else self.copy_head.prompt_keys(hidden)
-            return next_token_logits(logits, hidden, keys), (cache, keys)
+            logits, copy_probs = next_token_logits(logits, hidden, keys, prompt[:, -1], no_copy)
+            return logits, (cache, keys, copy_probs)
 
         def next_step(tokens, t, state):
-            cache, keys = state
+            cache, keys, copy_probs = state
             logits, cache, hidden = self._call_with_cache(
                 tokens[:, None], cache, prompt_length + t - 1, key_mask)
-            return next_token_logits(logits, hidden, keys), (cache, keys)
+            logits, copy_probs = next_token_logits(logits, hidden, keys, tokens, copy_probs)
+            return logits, (cache, keys, copy_probs)
 
         return cached_rag_token_greedy_search(
-            first_step, next_step, (cache, ()), doc_log_probs, end_id, max_length, padding_id
+            first_step, next_step, (cache, (), no_copy), doc_log_probs, end_id, max_length,
+            padding_id
         )
 
     def get_config(self):

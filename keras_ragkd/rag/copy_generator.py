@@ -4,6 +4,9 @@ import keras
 import keras_hub
 import tensorflow as tf
 
+from keras_ragkd.rag.copy_continuation import continue_copy
+from keras_ragkd.rag.copy_continuation import copy_with_continuation
+from keras_ragkd.rag.copy_continuation import source_matches
 from keras_ragkd.rag.decoding import cached_rag_token_greedy_search
 from keras_ragkd.validation import check_integer
 
@@ -334,8 +337,9 @@ class CopyTransformerGenerator(keras.layers.Layer):
             )
             self_caches.append(self_cache)
             cross_caches.append(cross_cache)
-        copy_probs, continuation = self._continue_copy(
-            previous_probs, self._copy_scores(encoded, source, hidden)[:, 0], matches[:, 0]
+        copy_probs, continuation = continue_copy(
+            previous_probs, self._copy_scores(encoded, source, hidden)[:, 0], matches[:, 0],
+            self.continuation_bonus,
         )
         log_probs = self._mixed_log_probs(
             encoded, source, hidden, copy_probs[:, None], continuation[:, None]
@@ -379,48 +383,14 @@ class CopyTransformerGenerator(keras.layers.Layer):
         probs = gate * vocab_probs + (1.0 - gate) * copied
         return tf.math.log(probs + 1e-9)
 
-    def _continue_copy(self, previous_probs, scores, matched):
-        """One step of `_copy_with_continuation`: `(copy_probs, continuation)`."""
-        copied_from = previous_probs * matched
-        continuation = tf.pad(copied_from[:, :-1], [[0, 0], [1, 0]])
-        probs = tf.nn.softmax(scores + self.continuation_bonus * continuation, axis=-1)
-        return probs, continuation
-
     def _copy_with_continuation(self, copy_scores, matches):
-        """Copy distributions that favour continuing the previous copy.
-
-        Step `t`'s decoder input `y_t` was emitted at step `t - 1`; the
-        probability that it was copied from position `s` is
-        `copy_probs[t - 1, s] * [source[s] == y_t]`. That mass, moved to
-        `s + 1`, is the continuation `c_t`, and step `t` adds
-        `continuation_bonus * c_t` to its copy scores, so a multi-piece span
-        ("kazakh ##stan ##i") continues from where it was copied even when
-        its pieces also occur elsewhere in the source. A scan over time;
-        everything else in `decode` stays parallel.
-
-        Args:
-            copy_scores: float32 `(batch, time, source)`, masked.
-            matches: float32 `(batch, time, source)` from `_source_matches`.
-
-        Returns:
-            `(copy_probs, continuations)`, both `(batch, time, source)`.
-        """
-
-        def step(previous, elements):
-            return self._continue_copy(previous[0], *elements)
-
-        time_major = [tf.transpose(t, [1, 0, 2]) for t in (copy_scores, matches)]
-        zeros = tf.zeros_like(time_major[0][0])
-        probs, continuations = tf.scan(step, tuple(time_major), initializer=(zeros, zeros))
-        return tf.transpose(probs, [1, 0, 2]), tf.transpose(continuations, [1, 0, 2])
+        """`copy_continuation.copy_with_continuation` with this generator's bonus."""
+        return copy_with_continuation(copy_scores, matches, self.continuation_bonus)
 
     def _source_matches(self, encoded, decoder_token_ids):
         """Float `(batch, time, source)`: copyable source tokens equal to `y_t`."""
-        matches = tf.logical_and(
-            tf.equal(decoder_token_ids[:, :, None], encoded["encoder_token_ids"][:, None, :]),
-            encoded["copy_mask"][:, None, :],
-        )
-        return tf.cast(matches, "float32")
+        return source_matches(decoder_token_ids, encoded["encoder_token_ids"],
+                              encoded["copy_mask"])
 
     def _follow_features(self, source, matches):
         """What follows each decoder input token where it occurs in the source.

@@ -3,6 +3,9 @@
 import keras
 import tensorflow as tf
 
+from keras_ragkd.rag.copy_continuation import continue_copy
+from keras_ragkd.rag.copy_continuation import copy_with_continuation
+from keras_ragkd.rag.copy_continuation import source_matches
 from keras_ragkd.rag.copy_generator import scatter_copy_probs
 from keras_ragkd.validation import check_integer
 
@@ -45,21 +48,31 @@ class CopyHead(keras.layers.Layer):
 
     At answer position `t` with final hidden state `h_t`, the head attends
     over the prompt positions `j` (their final hidden states `k_j`, padding
-    masked), `a_tj = softmax_j((W_q h_t)·(W_k k_j) / √key_dim)`, and mixes the
-    LM's own next-token distribution with the attention scattered onto the
-    prompt's tokens:
+    masked), `a_tj = softmax_j((W_q h_t)·(W_k k_j) / √key_dim + b · c_tj)`,
+    and mixes the LM's own next-token distribution with the attention
+    scattered onto the prompt's tokens:
 
     `P(y_t = v) = g_t · softmax(logits_t)_v + (1 - g_t) · Σ_j a_tj [x_j = v]`,
-    `g_t = σ(w · [h_t ; Σ_j a_tj W_k k_j] + b)`.
+    `g_t = σ(w · [h_t ; Σ_j a_tj W_k k_j ; Σ_j c_tj W_k k_j] + b_g)`.
+
+    `c_tj` is the copy continuation (`copy_continuation.continue_copy`):
+    the mass of step `t - 1`'s attention on the position before `j` whose
+    token is the decoder input `y_t`, i.e. where copying the span goes on.
+    The learnt bonus `b` keeps a multi-token copy in place, and the gate
+    sees the token that would come next (the "." after a capital is where
+    the LM head takes over and ends the answer). `continuation=False` is
+    the head without it (heads saved before it existed load that way).
 
     A small student can then answer with a span of the retrieved passage
     (a capital it has never generated in training, a swapped fact) instead of
     having to store every answer in its output embedding. The prompt's keys
     are computed once per prompt (`prompt_keys`), so a KV-cached decoding
-    step costs one `(rows, prompt_length)` attention more.
+    step (`step_log_probs`) costs one `(rows, prompt_length)` attention more.
 
     Args:
         key_dim: int, width of the copy attention's queries and keys.
+        continuation: bool, whether the attention gets the continuation
+            bonus (initialised to 2) and the gate the continuation's key.
         **kwargs: `keras.layers.Layer` arguments.
 
     Example:
@@ -70,15 +83,19 @@ class CopyHead(keras.layers.Layer):
     >>> keys = head.prompt_keys(prompt_hidden)
     >>> log_probs = head.log_probs(
     ...     prompt_hidden[:, -1:], np.zeros((1, 1, 10), "float32"), keys,
-    ...     prompt_token_ids=np.array([[4, 5, 6]]), prompt_padding_mask=np.array([[0, 1, 1]]))
+    ...     prompt_token_ids=np.array([[4, 5, 6]]), prompt_padding_mask=np.array([[0, 1, 1]]),
+    ...     input_token_ids=np.array([[6]]))
     >>> probs = np.exp(log_probs.numpy()[0, 0])
     >>> bool(np.isclose(probs.sum(), 1.0)), bool(probs[6] > probs[4])
     (True, True)
     """
 
-    def __init__(self, key_dim=64, **kwargs):
+    def __init__(self, key_dim=64, continuation=True, **kwargs):
         super().__init__(**kwargs)
         self.key_dim = check_integer("key_dim", key_dim, minimum=1)
+        if not isinstance(continuation, bool):
+            raise TypeError(f"`continuation` must be a bool. Received: continuation={continuation!r}")
+        self.continuation = continuation
         self.query_dense = keras.layers.Dense(key_dim, use_bias=False, name="query",
                                               dtype=self.dtype_policy)
         self.key_dense = keras.layers.Dense(key_dim, use_bias=False, name="key",
@@ -89,7 +106,12 @@ class CopyHead(keras.layers.Layer):
         hidden_dim = hidden_shape[-1]
         self.query_dense.build([None, None, hidden_dim])
         self.key_dense.build([None, None, hidden_dim])
-        self.gate_dense.build([None, None, hidden_dim + self.key_dim])
+        contexts = 2 if self.continuation else 1
+        self.gate_dense.build([None, None, hidden_dim + contexts * self.key_dim])
+        if self.continuation:
+            self.continuation_bonus = self.add_weight(
+                shape=(), initializer=keras.initializers.Constant(2.0),
+                name="continuation_bonus", dtype="float32")
         self.built = True
 
     def prompt_keys(self, prompt_hidden):
@@ -98,8 +120,12 @@ class CopyHead(keras.layers.Layer):
             self.build(prompt_hidden.shape)
         return self.key_dense(prompt_hidden)
 
-    def log_probs(self, hidden, logits, keys, prompt_token_ids, prompt_padding_mask):
+    def log_probs(self, hidden, logits, keys, prompt_token_ids, prompt_padding_mask,
+                  input_token_ids=None):
         """Mixed next-token log-probabilities, float32 `(rows, time, vocab)`.
+
+        For a teacher-forced answer: position `t`'s continuation follows
+        from position `t - 1`'s attention (a scan over time).
 
         Args:
             hidden: `(rows, time, hidden_dim)`, the final hidden states of
@@ -109,16 +135,70 @@ class CopyHead(keras.layers.Layer):
             prompt_token_ids: int `(rows, prompt_length)`, what copying emits.
             prompt_padding_mask: bool `(rows, prompt_length)`, the positions
                 that can be copied.
+            input_token_ids: int `(rows, time)`, the token at each position
+                of `hidden` (the answer's inputs; position 0's is the
+                prompt's last token). Needed with `continuation`.
         """
+        scores = self._scores(hidden, keys, prompt_padding_mask)
+        if not self.continuation:
+            continuation = None
+            attention = tf.nn.softmax(scores, axis=-1)
+        else:
+            if input_token_ids is None:
+                raise ValueError(
+                    "A `CopyHead` with `continuation=True` needs the tokens of the positions "
+                    "it predicts from. Received: input_token_ids=None"
+                )
+            matches = source_matches(input_token_ids, prompt_token_ids, prompt_padding_mask)
+            attention, continuation = copy_with_continuation(
+                scores, matches, self.continuation_bonus)
+        return self._mix(hidden, logits, keys, prompt_token_ids, attention, continuation)
+
+    def step_log_probs(self, hidden, logits, keys, prompt_token_ids, prompt_padding_mask,
+                       input_token_ids, previous_copy_probs):
+        """One cached decoding step: `(log_probs, copy_probs)`.
+
+        Args:
+            hidden: `(rows, 1, hidden_dim)`, the newest position's state.
+            logits: `(rows, 1, vocab)`, the LM head's logits there.
+            keys, prompt_token_ids, prompt_padding_mask: as in `log_probs`.
+            input_token_ids: int `(rows,)`, the newest position's token.
+            previous_copy_probs: float32 `(rows, prompt_length)`, the copy
+                attention of the step before (zeros at the first step).
+
+        Returns:
+            float32 `(rows, 1, vocab)` log-probabilities and this step's
+            copy attention `(rows, prompt_length)`, for the next step.
+        """
+        scores = self._scores(hidden, keys, prompt_padding_mask)[:, 0]
+        if not self.continuation:
+            attention, continuation = tf.nn.softmax(scores, axis=-1), None
+        else:
+            matched = source_matches(input_token_ids[:, None], prompt_token_ids,
+                                     prompt_padding_mask)[:, 0]
+            attention, continuation = continue_copy(
+                previous_copy_probs, scores, matched, self.continuation_bonus)
+            continuation = continuation[:, None]
+        log_probs = self._mix(hidden, logits, keys, prompt_token_ids, attention[:, None],
+                              continuation)
+        return log_probs, attention
+
+    def _scores(self, hidden, keys, prompt_padding_mask):
+        """Masked float32 copy scores `(rows, time, prompt_length)`."""
         if not self.built:
             self.build(hidden.shape)
         scores = tf.einsum("btd,bsd->bts", tf.cast(self.query_dense(hidden), "float32"),
                            tf.cast(keys, "float32")) / (self.key_dim**0.5)
         copyable = tf.cast(prompt_padding_mask, "bool")[:, None, :]
-        attention = tf.nn.softmax(tf.where(copyable, scores, -1e9), axis=-1)
-        context = tf.einsum("bts,bsd->btd", attention, tf.cast(keys, "float32"))
-        gate = self.gate_dense(tf.concat([tf.cast(hidden, "float32"), context], axis=-1))
-        gate = tf.cast(gate, "float32")
+        return tf.where(copyable, scores, -1e9)
+
+    def _mix(self, hidden, logits, keys, prompt_token_ids, attention, continuation):
+        """The gate's mix of the LM head and the scattered copy attention."""
+        keys = tf.cast(keys, "float32")
+        contexts = [tf.cast(hidden, "float32"), tf.einsum("bts,bsd->btd", attention, keys)]
+        if continuation is not None:
+            contexts.append(tf.einsum("bts,bsd->btd", continuation, keys))
+        gate = tf.cast(self.gate_dense(tf.concat(contexts, axis=-1)), "float32")
         copied = scatter_copy_probs(attention, prompt_token_ids, tf.shape(logits)[-1])
         return log_mix(tf.math.log_sigmoid(gate),
                        tf.nn.log_softmax(tf.cast(logits, "float32"), axis=-1),
@@ -126,5 +206,10 @@ class CopyHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"key_dim": self.key_dim})
+        config.update({"key_dim": self.key_dim, "continuation": self.continuation})
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        # Heads saved before the continuation existed had none.
+        return cls(**{"continuation": False, **config})

@@ -370,7 +370,7 @@ def test_copy_head_trains_and_cached_decoding_matches_recompute(copying):
     losses = history.history["loss"]
     assert losses[-1] < 0.5 * losses[0]
     copy_variables = [v for v in model.trainable_variables if "copy_head" in v.path]
-    assert len(copy_variables) == 4  # query, key, gate kernel and bias.
+    assert len(copy_variables) == 5  # query, key, gate kernel and bias, continuation bonus.
     x = model.preprocessor(tf.constant(QUESTIONS))
     ends = model.preprocessor.start_id, model.preprocessor.end_id
     cached, cached_scores = model.rag.generate_token_ids(x, *ends, max_length=8)

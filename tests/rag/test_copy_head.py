@@ -8,41 +8,112 @@ from keras_ragkd.rag.copy_head import CopyHead
 from keras_ragkd.rag.copy_head import log_mix
 
 
-def _numpy_copy_head(head, hidden, logits, prompt_hidden, prompt_ids, prompt_mask):
-    """The pointer-generator mixture written out in NumPy."""
+def _softmax(values):
+    values = np.exp(values - values.max(-1, keepdims=True))
+    return values / values.sum(-1, keepdims=True)
+
+
+def _numpy_copy_head(head, hidden, logits, prompt_hidden, prompt_ids, prompt_mask,
+                     input_ids=None):
+    """The pointer-generator mixture (with the copy continuation) in NumPy."""
     w_q, w_k = (np.asarray(d.kernel) for d in (head.query_dense, head.key_dense))
     w_g, b_g = np.asarray(head.gate_dense.kernel), np.asarray(head.gate_dense.bias)
     keys = prompt_hidden @ w_k
     scores = np.einsum("btd,bsd->bts", hidden @ w_q, keys) / np.sqrt(head.key_dim)
     scores = np.where(prompt_mask[:, None, :], scores, -np.inf)
-    attention = np.exp(scores - scores.max(-1, keepdims=True))
-    attention /= attention.sum(-1, keepdims=True)
-    context = np.einsum("bts,bsd->btd", attention, keys)
-    gate = 1 / (1 + np.exp(-(np.concatenate([hidden, context], -1) @ w_g + b_g)))
-    vocabulary = np.exp(logits - logits.max(-1, keepdims=True))
-    vocabulary /= vocabulary.sum(-1, keepdims=True)
-    copied = np.zeros_like(vocabulary)
+    continuation = np.zeros_like(scores)
+    attention = np.zeros_like(scores)
+    for t in range(scores.shape[1]):
+        if head.continuation and t > 0:
+            matched = (prompt_ids == input_ids[:, t : t + 1]) & prompt_mask
+            continuation[:, t, 1:] = (attention[:, t - 1] * matched)[:, :-1]
+        bonus = float(np.asarray(head.continuation_bonus)) if head.continuation else 0.0
+        attention[:, t] = _softmax(scores[:, t] + bonus * continuation[:, t])
+    contexts = [hidden, np.einsum("bts,bsd->btd", attention, keys)]
+    if head.continuation:
+        contexts.append(np.einsum("bts,bsd->btd", continuation, keys))
+    gate = 1 / (1 + np.exp(-(np.concatenate(contexts, -1) @ w_g + b_g)))
+    copied = np.zeros_like(logits)
     for b in range(copied.shape[0]):
         for s, token in enumerate(prompt_ids[b]):
             copied[b, :, token] += attention[b, :, s]
-    return gate * vocabulary + (1 - gate) * copied
+    return gate * _softmax(logits) + (1 - gate) * copied
 
 
-def test_copy_head_matches_numpy_reference():
-    rng = np.random.default_rng(0)
-    head = CopyHead(key_dim=4)
+def _inputs(seed=0):
+    rng = np.random.default_rng(seed)
     hidden = rng.normal(size=(2, 3, 8)).astype("float32")
     logits = rng.normal(size=(2, 3, 11)).astype("float32")
     prompt_hidden = rng.normal(size=(2, 5, 8)).astype("float32")
     prompt_ids = rng.integers(0, 11, size=(2, 5))
     prompt_ids[0, :2] = 7  # A token at two positions: their attention adds up.
     prompt_mask = np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], bool)
+    # The answer's inputs: the prompt's last token, then tokens copied from it.
+    input_ids = np.stack([[prompt_ids[0, -1], 7, prompt_ids[0, 2]],
+                          [prompt_ids[1, -1], prompt_ids[1, 2], prompt_ids[1, 3]]])
+    return hidden, logits, prompt_hidden, prompt_ids, prompt_mask, input_ids
+
+
+@pytest.mark.parametrize("continuation", [False, True])
+def test_copy_head_matches_numpy_reference(continuation):
+    hidden, logits, prompt_hidden, prompt_ids, prompt_mask, input_ids = _inputs()
+    head = CopyHead(key_dim=4, continuation=continuation)
     keys = head.prompt_keys(prompt_hidden)
     head.gate_dense.bias.assign([0.3])
-    out = head.log_probs(hidden, logits, keys, prompt_ids, prompt_mask).numpy()
-    expected = _numpy_copy_head(head, hidden, logits, prompt_hidden, prompt_ids, prompt_mask)
+    if continuation:
+        head.continuation_bonus.assign(3.0)
+    out = head.log_probs(hidden, logits, keys, prompt_ids, prompt_mask,
+                         input_token_ids=input_ids).numpy()
+    expected = _numpy_copy_head(head, hidden, logits, prompt_hidden, prompt_ids, prompt_mask,
+                                input_ids)
     np.testing.assert_allclose(np.exp(out), expected, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.exp(out).sum(-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("continuation", [False, True])
+def test_step_log_probs_equal_the_teacher_forced_sequence(continuation):
+    hidden, logits, prompt_hidden, prompt_ids, prompt_mask, input_ids = _inputs(1)
+    head = CopyHead(key_dim=4, continuation=continuation)
+    keys = head.prompt_keys(prompt_hidden)
+    if continuation:
+        head.continuation_bonus.assign(5.0)
+    sequence = head.log_probs(hidden, logits, keys, prompt_ids, prompt_mask,
+                              input_token_ids=input_ids).numpy()
+    copy_probs = np.zeros(prompt_ids.shape, "float32")
+    for t in range(hidden.shape[1]):
+        step, copy_probs = head.step_log_probs(
+            hidden[:, t : t + 1], logits[:, t : t + 1], keys, prompt_ids, prompt_mask,
+            input_ids[:, t], copy_probs)
+        np.testing.assert_allclose(step.numpy()[:, 0], sequence[:, t], rtol=1e-5, atol=1e-5)
+
+
+def test_continuation_moves_the_copy_to_the_next_position():
+    # Position 1 was copied at step 0 (its token 5 is step 1's input): with a
+    # large bonus step 1 copies position 2, although its content scores are flat.
+    head = CopyHead(key_dim=2)
+    prompt_hidden = np.zeros((1, 4, 3), "float32")
+    keys = head.prompt_keys(prompt_hidden)
+    head.continuation_bonus.assign(20.0)
+    head.gate_dense.bias.assign([-30.0])  # Copy only.
+    prompt_ids = np.array([[4, 5, 6, 7]])
+    mask = np.ones((1, 4), bool)
+    _, copy_probs = head.step_log_probs(
+        np.zeros((1, 1, 3), "float32"), np.zeros((1, 1, 9), "float32"), keys, prompt_ids,
+        mask, np.array([7]), np.array([[0.0, 1.0, 0.0, 0.0]], "float32"))
+    # Input 7 was not copied from position 1: no continuation, flat attention.
+    np.testing.assert_allclose(copy_probs.numpy(), [[0.25, 0.25, 0.25, 0.25]])
+    log_probs, _ = head.step_log_probs(
+        np.zeros((1, 1, 3), "float32"), np.zeros((1, 1, 9), "float32"), keys, prompt_ids,
+        mask, np.array([5]), np.array([[0.0, 1.0, 0.0, 0.0]], "float32"))
+    assert int(np.argmax(log_probs.numpy()[0, 0])) == 6
+
+
+def test_copy_head_config_round_trip_and_heads_saved_before_continuation():
+    head = CopyHead(key_dim=4, continuation=True, name="copy_head")
+    assert CopyHead.from_config(head.get_config()).continuation is True
+    old_config = {key: value for key, value in head.get_config().items()
+                  if key != "continuation"}
+    assert CopyHead.from_config(old_config).continuation is False
 
 
 def test_log_mix_is_finite_with_gradients_where_copy_is_zero():
@@ -61,3 +132,9 @@ def test_log_mix_is_finite_with_gradients_where_copy_is_zero():
 def test_copy_head_validation():
     with pytest.raises(ValueError, match="Received: key_dim=0"):
         CopyHead(key_dim=0)
+    with pytest.raises(TypeError, match="Received: continuation=1"):
+        CopyHead(continuation=1)
+    hidden, logits, prompt_hidden, prompt_ids, prompt_mask, _ = _inputs()
+    head = CopyHead(key_dim=4)
+    with pytest.raises(ValueError, match="Received: input_token_ids=None"):
+        head.log_probs(hidden, logits, head.prompt_keys(prompt_hidden), prompt_ids, prompt_mask)
