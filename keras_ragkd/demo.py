@@ -48,7 +48,7 @@ with tiny models (for tests). Every budget can be overridden
 
 `--teacher smollm2` runs the same mission with a pretrained LLM instead
 (`keras_ragkd.demo_smollm2`): a LoRA-tuned SmolLM2-135M-Instruct RAG teacher
-distilled into a llama student of 1/8 its weights (31.5 minutes measured
+distilled into a llama student of 1/8 its weights (29–32 minutes measured
 on 2 cores, so not the default).
 
 Example:
