@@ -31,8 +31,9 @@ It ends with a summary table and writes `runs/<timestamp>/metrics.json`,
 demo's 10 minutes on 2 CPU cores (the teacher alone needs ~15 minutes of
 LoRA training to answer in the short form), so `make demo` keeps the copy
 teacher; at the default budgets it took 29–32 minutes on an idle 2-core
-machine (2026-12-07, `docs/benchmarks.md`). `--smoke` checks that every stage runs: a few countries, seconds of
-training, and a tiny random llama on SmolLM2's tokenizer as the teacher.
+machine (2026-12-07, `docs/benchmarks.md`). `--smoke` checks that every
+stage runs: a few countries, seconds of training, and a tiny random llama on
+SmolLM2's tokenizer as the teacher.
 
 Example:
 

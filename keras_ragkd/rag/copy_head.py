@@ -94,7 +94,8 @@ class CopyHead(keras.layers.Layer):
         super().__init__(**kwargs)
         self.key_dim = check_integer("key_dim", key_dim, minimum=1)
         if not isinstance(continuation, bool):
-            raise TypeError(f"`continuation` must be a bool. Received: continuation={continuation!r}")
+            raise TypeError(
+                f"`continuation` must be a bool. Received: continuation={continuation!r}")
         self.continuation = continuation
         self.query_dense = keras.layers.Dense(key_dim, use_bias=False, name="query",
                                               dtype=self.dtype_policy)
