@@ -19,7 +19,8 @@ country; counterfactual training passages, so models learn to read):
    the teacher's mistakes masked, α-weighted hard loss) and the same student
    from the same initial weights trained on the answers alone for the same
    steps; on the first seed, at `--variant-steps`, also: the other layer
-   init, forward KL (the variants' reference), reverse KL, JSD(0.5), top-k
+   init, the copy head's coverage switched the other way (`--copy-coverage`),
+   forward KL (the variants' reference), reverse KL, JSD(0.5), top-k
    without the tail (renormalised top-k) and on-policy λ (the student's
    own answers scored by the live teacher, GKD);
 4. exact match on held-out countries, on reworded questions and the rate at
@@ -112,7 +113,7 @@ MODES = {
 
 OVERRIDE_HELP = {"variant_steps": "steps of each first-seed variant (loss, init, on-policy); "
                                   "0 skips them",
-                 "countries": "countries sampled, 20 % of them held out (0: all)"}
+                 "countries": "countries sampled, 20 %% of them held out (0: all)"}
 
 
 def parse_args(argv=None):
@@ -128,6 +129,9 @@ def parse_args(argv=None):
     for key in ("hidden_dim", "num_layers", "num_query_heads", "num_key_value_heads",
                 "intermediate_dim", "copy_head_dim"):
         parser.add_argument("--" + key.replace("_", "-"), type=int, default=STUDENT[key])
+    parser.add_argument("--copy-coverage", action=argparse.BooleanOptionalAction,
+                        default=STUDENT["copy_coverage"],
+                        help="the student's CopyHead with coverage (see CopyHead)")
     parser.add_argument("--layer-init", default=STUDENT["layer_init"], choices=LAYER_INITS,
                         help='"teacher": decoder layers cut from the teacher\'s '
                              "(`subclone_layers`); \"random\": keras-hub's init")
@@ -210,11 +214,11 @@ def load_teacher(args, data):
     return model.with_index(data["index"], num_docs=num_docs), f"{kind} ({path})"
 
 
-def student_model(args, teacher, data, seed, layer_init=None):
+def student_model(args, teacher, data, seed, **overrides):
+    settings = {key: getattr(args, key) for key in STUDENT if key != "num_docs"}
     return build_smollm2_rag_student(
         teacher, data["train_index"], data["encoder"], seed, num_docs=args.student_docs,
-        **{key: getattr(args, key) for key in STUDENT if key not in ("num_docs", "layer_init")},
-        layer_init=layer_init or args.layer_init)
+        **{**settings, **overrides})
 
 
 def fit_steps(model, dataset, steps, **kwargs):
@@ -469,17 +473,22 @@ def main(argv=None):
 def train_variants(args, teacher, data, cached, cache_teacher):
     """The first seed's variants, `args.variant_steps` each (none if it is 0).
 
-    The other layer init, the default forward KL (the reference at these
-    steps), reverse KL, JSD(0.5), top-k without the tail, and on-policy λ
-    (the student's own answers scored by the live teacher).
+    The other layer init, the copy head with coverage switched the other
+    way, the default forward KL (the reference at these steps), reverse KL,
+    JSD(0.5), top-k without the tail, and on-policy λ (the student's own
+    answers scored by the live teacher).
     """
     steps = args.variant_steps
     if not steps:
         return {}
     variants = {}
     other_init = next(init for init in LAYER_INITS if init != args.layer_init)
+    coverage_name = "without_coverage" if args.copy_coverage else "with_coverage"
+    overrides = {f"distilled_{other_init}_layers": {"layer_init": other_init},
+                 f"distilled_{coverage_name}": {"copy_coverage": not args.copy_coverage}}
     variant_losses = {
         f"distilled_{other_init}_layers": distillation_losses.ForwardKL(),
+        f"distilled_{coverage_name}": distillation_losses.ForwardKL(),
         # The default loss at the variants' steps, what they compare against.
         "forward_kl": distillation_losses.ForwardKL(),
         "reverse_kl": distillation_losses.ReverseKL(),
@@ -487,10 +496,9 @@ def train_variants(args, teacher, data, cached, cache_teacher):
         "top_k_without_tail": distillation_losses.TopKKL(),
     }
     for name, loss in variant_losses.items():
-        init = other_init if name == f"distilled_{other_init}_layers" else None
-        student = student_model(args, teacher, data, 0, layer_init=init)
+        student = student_model(args, teacher, data, 0, **overrides.get(name, {}))
         training = fit_steps(distilled(args, student, steps, loss), cached, steps)
-        entry = evaluate(student, data, full=False)
+        entry = evaluate(student, data, full=name in overrides)
         entry["training"] = training
         variants[name] = [entry]
         log(f"{name}: {entry}")

@@ -284,27 +284,28 @@ class CausalLMGenerator(keras.layers.Layer):
             backbone.compute_dtype,
         )
 
-        def next_token_logits(logits, hidden, keys, tokens, copy_probs):
-            """Float32 `(rows, vocab)` (log-probabilities with a copy head), copy probs."""
+        def next_token_logits(logits, hidden, keys, tokens, copy_state):
+            """Float32 `(rows, vocab)` (log-probabilities with a copy head), copy state."""
             if self.copy_head is not None:
-                logits, copy_probs = self.copy_head.step_log_probs(
-                    hidden[:, -1:], logits, keys, prompt, prompt_mask, tokens, copy_probs)
-            return tf.cast(logits[:, 0], "float32"), copy_probs
+                logits, copy_state = self.copy_head.step_log_probs(
+                    hidden[:, -1:], logits, keys, prompt, prompt_mask, tokens, copy_state)
+            return tf.cast(logits[:, 0], "float32"), copy_state
 
-        no_copy = tf.zeros([rows, prompt_length], "float32")
+        no_copy = (tf.zeros([rows, 0], "float32") if self.copy_head is None
+                   else self.copy_head.initial_copy_state(rows, prompt_length))
 
         def first_step(state):
             logits, cache, hidden = self._call_with_cache(prompt, state[0], 0, key_mask)
             keys = () if self.copy_head is None else self.copy_head.prompt_keys(hidden)
-            logits, copy_probs = next_token_logits(logits, hidden, keys, prompt[:, -1], no_copy)
-            return logits, (cache, keys, copy_probs)
+            logits, copy_state = next_token_logits(logits, hidden, keys, prompt[:, -1], no_copy)
+            return logits, (cache, keys, copy_state)
 
         def next_step(tokens, t, state):
-            cache, keys, copy_probs = state
+            cache, keys, copy_state = state
             logits, cache, hidden = self._call_with_cache(
                 tokens[:, None], cache, prompt_length + t - 1, key_mask)
-            logits, copy_probs = next_token_logits(logits, hidden, keys, tokens, copy_probs)
-            return logits, (cache, keys, copy_probs)
+            logits, copy_state = next_token_logits(logits, hidden, keys, tokens, copy_state)
+            return logits, (cache, keys, copy_state)
 
         return cached_rag_token_greedy_search(
             first_step, next_step, (cache, (), no_copy), doc_log_probs, end_id, max_length,

@@ -91,8 +91,9 @@ def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, ca
             by default).
         lexical_weight: `None` (dense retrieval) or a float: hybrid retrieval
             (see `build_query_retriever`).
-        copy_head_dim: `None` or an int: the generator gets a `CopyHead` of
-            that key width and can copy answer tokens from its prompt.
+        copy_head_dim: `None`, an int or a `CopyHead`: the generator gets a
+            `CopyHead` (of that key width, or this one) and can copy answer
+            tokens from its prompt.
 
     Example (with LoRA only the LoRA factors and the passage-posterior
     scale train):

@@ -8,6 +8,11 @@ from source position `s` at step `t - 1` (probability `copy_probs[t-1, s]`
 times `[source[s] == y_t]`), position `s + 1` gets `bonus · c_t[s + 1]`
 added to its copy score at step `t`. Shared by `CopyTransformerGenerator`
 and the causal-LM `CopyHead`.
+
+Coverage (See et al., 2017, as a score penalty) is the other half: with a
+`coverage_penalty` `w`, `w · Σ_{t' < t} copy_probs[t', s]` is subtracted
+from position `s`'s score at step `t`, so a span that has been copied is not
+copied again ("Conakryry", "Island Island Island").
 """
 
 import tensorflow as tf
@@ -39,7 +44,8 @@ def source_matches(token_ids, source_ids, source_mask):
     return tf.cast(matches, "float32")
 
 
-def continue_copy(previous_probs, scores, matched, bonus):
+def continue_copy(previous_probs, scores, matched, bonus, coverage=None,
+                  coverage_penalty=None):
     """One step: `(copy_probs, continuation)`, both float32 `(batch, source)`.
 
     Args:
@@ -49,6 +55,10 @@ def continue_copy(previous_probs, scores, matched, bonus):
         matched: float32 `(batch, source)`, `source_matches` of this step's
             decoder input.
         bonus: scalar, added to the score of the continuation position.
+        coverage: float32 `(batch, source)`, the copy distributions of the
+            steps before summed (needed with `coverage_penalty`).
+        coverage_penalty: `None` (no coverage) or a scalar `w`:
+            `w · coverage` is subtracted from the scores.
 
     Example:
 
@@ -61,11 +71,13 @@ def continue_copy(previous_probs, scores, matched, bonus):
     """
     copied_from = previous_probs * matched
     continuation = tf.pad(copied_from[:, :-1], [[0, 0], [1, 0]])
-    probs = tf.nn.softmax(scores + tf.cast(bonus, scores.dtype) * continuation, axis=-1)
-    return probs, continuation
+    scores = scores + tf.cast(bonus, scores.dtype) * continuation
+    if coverage_penalty is not None:
+        scores = scores - tf.cast(coverage_penalty, scores.dtype) * coverage
+    return tf.nn.softmax(scores, axis=-1), continuation
 
 
-def copy_with_continuation(scores, matches, bonus):
+def copy_with_continuation(scores, matches, bonus, coverage_penalty=None):
     """`continue_copy` over a teacher-forced sequence (a scan over time).
 
     Args:
@@ -73,6 +85,8 @@ def copy_with_continuation(scores, matches, bonus):
         matches: float32 `(batch, time, source)`, `source_matches` of the
             decoder inputs.
         bonus: scalar continuation bonus.
+        coverage_penalty: `None` or the scalar coverage weight (see
+            `continue_copy`); the coverage starts at zero.
 
     Returns:
         `(copy_probs, continuations)`, both float32 `(batch, time, source)`.
@@ -88,9 +102,13 @@ def copy_with_continuation(scores, matches, bonus):
     """
 
     def step(previous, elements):
-        return continue_copy(previous[0], *elements, bonus)
+        previous_probs, _, coverage = previous
+        probs, continuation = continue_copy(previous_probs, *elements, bonus, coverage,
+                                            coverage_penalty)
+        return probs, continuation, coverage + probs
 
     time_major = [tf.transpose(tf.cast(t, "float32"), [1, 0, 2]) for t in (scores, matches)]
     zeros = tf.zeros_like(time_major[0][0])
-    probs, continuations = tf.scan(step, tuple(time_major), initializer=(zeros, zeros))
+    probs, continuations, _ = tf.scan(step, tuple(time_major),
+                                      initializer=(zeros, zeros, zeros))
     return tf.transpose(probs, [1, 0, 2]), tf.transpose(continuations, [1, 0, 2])

@@ -62,6 +62,9 @@ class CopyHead(keras.layers.Layer):
     sees the token that would come next (the "." after a capital is where
     the LM head takes over and ends the answer). `continuation=False` is
     the head without it (heads saved before it existed load that way).
+    Coverage (`copy_continuation`) is a learnt penalty (initialised to 5) on
+    the positions already copied, so a copied span is not copied a second
+    time ("Conakryry"); `coverage=False` is the head without it.
 
     A small student can then answer with a span of the retrieved passage
     (a capital it has never generated in training, a swapped fact) instead of
@@ -73,6 +76,8 @@ class CopyHead(keras.layers.Layer):
         key_dim: int, width of the copy attention's queries and keys.
         continuation: bool, whether the attention gets the continuation
             bonus (initialised to 2) and the gate the continuation's key.
+        coverage: bool, whether the attention is penalised on the positions
+            it already copied.
         **kwargs: `keras.layers.Layer` arguments.
 
     Example:
@@ -90,13 +95,14 @@ class CopyHead(keras.layers.Layer):
     (True, True)
     """
 
-    def __init__(self, key_dim=64, continuation=True, **kwargs):
+    def __init__(self, key_dim=64, continuation=True, coverage=True, **kwargs):
         super().__init__(**kwargs)
         self.key_dim = check_integer("key_dim", key_dim, minimum=1)
-        if not isinstance(continuation, bool):
-            raise TypeError(
-                f"`continuation` must be a bool. Received: continuation={continuation!r}")
+        for name, value in (("continuation", continuation), ("coverage", coverage)):
+            if not isinstance(value, bool):
+                raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
         self.continuation = continuation
+        self.coverage = coverage
         self.query_dense = keras.layers.Dense(key_dim, use_bias=False, name="query",
                                               dtype=self.dtype_policy)
         self.key_dense = keras.layers.Dense(key_dim, use_bias=False, name="key",
@@ -113,7 +119,19 @@ class CopyHead(keras.layers.Layer):
             self.continuation_bonus = self.add_weight(
                 shape=(), initializer=keras.initializers.Constant(2.0),
                 name="continuation_bonus", dtype="float32")
+        if self.coverage:
+            self.coverage_penalty = self.add_weight(
+                shape=(), initializer=keras.initializers.Constant(5.0),
+                name="coverage_penalty", dtype="float32")
         self.built = True
+
+    def initial_copy_state(self, rows, prompt_length):
+        """The `step_log_probs` state before the first answer token (zeros).
+
+        Float32 `(rows, 2, prompt_length)`: the previous step's copy
+        attention and the coverage (the attention summed over the steps).
+        """
+        return tf.zeros([rows, 2, prompt_length], "float32")
 
     def prompt_keys(self, prompt_hidden):
         """The copy keys of the prompt positions, `(rows, prompt_length, key_dim)`."""
@@ -141,48 +159,53 @@ class CopyHead(keras.layers.Layer):
                 prompt's last token). Needed with `continuation`.
         """
         scores = self._scores(hidden, keys, prompt_padding_mask)
-        if not self.continuation:
-            continuation = None
+        if not (self.continuation or self.coverage):
             attention = tf.nn.softmax(scores, axis=-1)
-        else:
-            if input_token_ids is None:
-                raise ValueError(
-                    "A `CopyHead` with `continuation=True` needs the tokens of the positions "
-                    "it predicts from. Received: input_token_ids=None"
-                )
-            matches = source_matches(input_token_ids, prompt_token_ids, prompt_padding_mask)
-            attention, continuation = copy_with_continuation(
-                scores, matches, self.continuation_bonus)
-        return self._mix(hidden, logits, keys, prompt_token_ids, attention, continuation)
+            return self._mix(hidden, logits, keys, prompt_token_ids, attention, None)
+        if self.continuation and input_token_ids is None:
+            raise ValueError(
+                "A `CopyHead` with `continuation=True` needs the tokens of the positions "
+                "it predicts from. Received: input_token_ids=None"
+            )
+        matches = (source_matches(input_token_ids, prompt_token_ids, prompt_padding_mask)
+                   if self.continuation else tf.zeros_like(scores))
+        attention, continuation = copy_with_continuation(
+            scores, matches, self._bonus(), self._penalty())
+        return self._mix(hidden, logits, keys, prompt_token_ids, attention,
+                         continuation if self.continuation else None)
 
     def step_log_probs(self, hidden, logits, keys, prompt_token_ids, prompt_padding_mask,
-                       input_token_ids, previous_copy_probs):
-        """One cached decoding step: `(log_probs, copy_probs)`.
+                       input_token_ids, copy_state):
+        """One cached decoding step: `(log_probs, copy_state)`.
 
         Args:
             hidden: `(rows, 1, hidden_dim)`, the newest position's state.
             logits: `(rows, 1, vocab)`, the LM head's logits there.
             keys, prompt_token_ids, prompt_padding_mask: as in `log_probs`.
             input_token_ids: int `(rows,)`, the newest position's token.
-            previous_copy_probs: float32 `(rows, prompt_length)`, the copy
-                attention of the step before (zeros at the first step).
+            copy_state: float32 `(rows, 2, prompt_length)`, the step
+                before's state (`initial_copy_state` at the first step).
 
         Returns:
             float32 `(rows, 1, vocab)` log-probabilities and this step's
-            copy attention `(rows, prompt_length)`, for the next step.
+            copy state, for the next step.
         """
         scores = self._scores(hidden, keys, prompt_padding_mask)[:, 0]
-        if not self.continuation:
-            attention, continuation = tf.nn.softmax(scores, axis=-1), None
-        else:
-            matched = source_matches(input_token_ids[:, None], prompt_token_ids,
-                                     prompt_padding_mask)[:, 0]
-            attention, continuation = continue_copy(
-                previous_copy_probs, scores, matched, self.continuation_bonus)
-            continuation = continuation[:, None]
+        previous_attention, coverage = copy_state[:, 0], copy_state[:, 1]
+        matched = (source_matches(input_token_ids[:, None], prompt_token_ids,
+                                  prompt_padding_mask)[:, 0]
+                   if self.continuation else tf.zeros_like(scores))
+        attention, continuation = continue_copy(
+            previous_attention, scores, matched, self._bonus(), coverage, self._penalty())
         log_probs = self._mix(hidden, logits, keys, prompt_token_ids, attention[:, None],
-                              continuation)
-        return log_probs, attention
+                              continuation[:, None] if self.continuation else None)
+        return log_probs, tf.stack([attention, coverage + attention], axis=1)
+
+    def _bonus(self):
+        return self.continuation_bonus if self.continuation else 0.0
+
+    def _penalty(self):
+        return self.coverage_penalty if self.coverage else None
 
     def _scores(self, hidden, keys, prompt_padding_mask):
         """Masked float32 copy scores `(rows, time, prompt_length)`."""
@@ -207,10 +230,11 @@ class CopyHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"key_dim": self.key_dim, "continuation": self.continuation})
+        config.update({"key_dim": self.key_dim, "continuation": self.continuation,
+                       "coverage": self.coverage})
         return config
 
     @classmethod
     def from_config(cls, config):
-        # Heads saved before the continuation existed had none.
-        return cls(**{"continuation": False, **config})
+        # Heads saved before the continuation (or coverage) existed had none.
+        return cls(**{"continuation": False, "coverage": False, **config})

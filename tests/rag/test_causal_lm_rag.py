@@ -370,7 +370,8 @@ def test_copy_head_trains_and_cached_decoding_matches_recompute(copying):
     losses = history.history["loss"]
     assert losses[-1] < 0.5 * losses[0]
     copy_variables = [v for v in model.trainable_variables if "copy_head" in v.path]
-    assert len(copy_variables) == 5  # query, key, gate kernel and bias, continuation bonus.
+    # Query, key, gate kernel and bias, continuation bonus, coverage penalty.
+    assert len(copy_variables) == 6
     x = model.preprocessor(tf.constant(QUESTIONS))
     ends = model.preprocessor.start_id, model.preprocessor.end_id
     cached, cached_scores = model.rag.generate_token_ids(x, *ends, max_length=8)

@@ -51,3 +51,26 @@ def test_the_bonus_gets_a_gradient():
         loss = -tf.math.log(probs[0, 1, 1])  # The continuation is the target.
     gradient = tape.gradient(loss, bonus)
     assert gradient is not None and float(gradient) < 0.0  # A larger bonus helps.
+
+
+def test_coverage_in_the_scan_equals_steps_with_the_summed_attention():
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(2, 4, 6)).astype("float32")
+    matches = source_matches(rng.integers(0, 3, size=(2, 4)), rng.integers(0, 3, size=(2, 6)),
+                             np.ones((2, 6), bool))
+    probs, _ = copy_with_continuation(scores, matches, 3.0, coverage_penalty=2.0)
+    previous, coverage = tf.zeros((2, 6)), tf.zeros((2, 6))
+    for t in range(4):
+        previous, _ = continue_copy(previous, scores[:, t], matches[:, t], 3.0, coverage, 2.0)
+        coverage += previous
+        np.testing.assert_allclose(probs[:, t], previous, rtol=1e-6)
+    unpenalised, _ = copy_with_continuation(scores, matches, 3.0)
+    np.testing.assert_allclose(probs[:, 0], unpenalised[:, 0], rtol=1e-6)  # Nothing covered.
+
+
+def test_coverage_moves_a_repeated_copy_on():
+    scores = np.zeros((1, 2, 4), "float32")
+    scores[0, :, 2] = 4.0  # The same position is the best at both steps.
+    matches = np.zeros((1, 2, 4), "float32")
+    probs, _ = copy_with_continuation(scores, matches, 0.0, coverage_penalty=10.0)
+    assert np.argmax(probs[0, 0]) == 2 and np.argmax(probs[0, 1]) != 2

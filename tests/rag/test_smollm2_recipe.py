@@ -13,9 +13,10 @@ def test_the_student_is_an_eighth_of_smollm2():
 
     teacher = load_smollm2(sequence_length=64).backbone
     settings = {k: v for k, v in smollm2_recipe.STUDENT.items()
-                if k not in ("num_docs", "copy_head_dim")}
+                if k not in ("num_docs", "copy_head_dim", "copy_coverage")}
     student = build_llama_student(teacher, **settings)
-    copy_head = CopyHead(smollm2_recipe.STUDENT["copy_head_dim"])
+    copy_head = CopyHead(smollm2_recipe.STUDENT["copy_head_dim"],
+                         coverage=smollm2_recipe.STUDENT["copy_coverage"])
     copy_head.build([None, None, student.hidden_dim])
     assert student.count_params() + copy_head.count_params() <= teacher.count_params() / 8
     assert student.token_embedding.input_dim == teacher.token_embedding.input_dim
