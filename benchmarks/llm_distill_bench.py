@@ -484,21 +484,23 @@ def train_variants(args, teacher, data, cached, cache_teacher):
     variants = {}
     other_init = next(init for init in LAYER_INITS if init != args.layer_init)
     coverage_name = "without_coverage" if args.copy_coverage else "with_coverage"
-    overrides = {f"distilled_{other_init}_layers": {"layer_init": other_init},
-                 f"distilled_{coverage_name}": {"copy_coverage": not args.copy_coverage}}
-    variant_losses = {
-        f"distilled_{other_init}_layers": distillation_losses.ForwardKL(),
-        f"distilled_{coverage_name}": distillation_losses.ForwardKL(),
+    # (name, loss, student settings changed); the students that differ are
+    # scored on every question set.
+    variant_runs = [
+        (f"distilled_{other_init}_layers", distillation_losses.ForwardKL(),
+         {"layer_init": other_init}),
+        (f"distilled_{coverage_name}", distillation_losses.ForwardKL(),
+         {"copy_coverage": not args.copy_coverage}),
         # The default loss at the variants' steps, what they compare against.
-        "forward_kl": distillation_losses.ForwardKL(),
-        "reverse_kl": distillation_losses.ReverseKL(),
-        "jsd_0.5": distillation_losses.GeneralizedJSD(beta=0.5),
-        "top_k_without_tail": distillation_losses.TopKKL(),
-    }
-    for name, loss in variant_losses.items():
-        student = student_model(args, teacher, data, 0, **overrides.get(name, {}))
+        ("forward_kl", distillation_losses.ForwardKL(), {}),
+        ("reverse_kl", distillation_losses.ReverseKL(), {}),
+        ("jsd_0.5", distillation_losses.GeneralizedJSD(beta=0.5), {}),
+        ("top_k_without_tail", distillation_losses.TopKKL(), {}),
+    ]
+    for name, loss, overrides in variant_runs:
+        student = student_model(args, teacher, data, 0, **overrides)
         training = fit_steps(distilled(args, student, steps, loss), cached, steps)
-        entry = evaluate(student, data, full=name in overrides)
+        entry = evaluate(student, data, full=bool(overrides))
         entry["training"] = training
         variants[name] = [entry]
         log(f"{name}: {entry}")
