@@ -19,8 +19,8 @@ country; counterfactual training passages, so models learn to read):
    the teacher's mistakes masked, α-weighted hard loss) and the same student
    from the same initial weights trained on the answers alone for the same
    steps; on the first seed, at `--variant-steps`, also: the other layer
-   init, the copy head's coverage switched the other way (`--copy-coverage`),
-   forward KL (the variants' reference), reverse KL, JSD(0.5), top-k
+   init, the copy head's switch loss switched the other way
+   (`--copy-gate-supervision`), forward KL (the variants' reference), reverse KL, JSD(0.5), top-k
    without the tail (renormalised top-k) and on-policy λ (the student's
    own answers scored by the live teacher, GKD);
 4. exact match on held-out countries, on reworded questions and the rate at
@@ -132,6 +132,9 @@ def parse_args(argv=None):
     parser.add_argument("--copy-coverage", action=argparse.BooleanOptionalAction,
                         default=STUDENT["copy_coverage"],
                         help="the student's CopyHead with coverage (see CopyHead)")
+    parser.add_argument("--copy-gate-supervision", type=float,
+                        default=STUDENT["copy_gate_supervision"],
+                        help="the weight of the CopyHead's switch loss (0: none)")
     parser.add_argument("--layer-init", default=STUDENT["layer_init"], choices=LAYER_INITS,
                         help='"teacher": decoder layers cut from the teacher\'s '
                              "(`subclone_layers`); \"random\": keras-hub's init")
@@ -473,8 +476,8 @@ def main(argv=None):
 def train_variants(args, teacher, data, cached, cache_teacher):
     """The first seed's variants, `args.variant_steps` each (none if it is 0).
 
-    The other layer init, the copy head with coverage switched the other
-    way, the default forward KL (the reference at these steps), reverse KL,
+    The other layer init, the copy head with its switch loss switched the
+    other way (on at weight 1 if it is off), the default forward KL (the reference at these steps), reverse KL,
     JSD(0.5), top-k without the tail, and on-policy λ (the student's own
     answers scored by the live teacher).
     """
@@ -483,14 +486,15 @@ def train_variants(args, teacher, data, cached, cache_teacher):
         return {}
     variants = {}
     other_init = next(init for init in LAYER_INITS if init != args.layer_init)
-    coverage_name = "without_coverage" if args.copy_coverage else "with_coverage"
+    switch_name = ("without_gate_supervision" if args.copy_gate_supervision
+                   else "with_gate_supervision")
     # (name, loss, student settings changed); the students that differ are
     # scored on every question set.
     variant_runs = [
         (f"distilled_{other_init}_layers", distillation_losses.ForwardKL(),
          {"layer_init": other_init}),
-        (f"distilled_{coverage_name}", distillation_losses.ForwardKL(),
-         {"copy_coverage": not args.copy_coverage}),
+        (f"distilled_{switch_name}", distillation_losses.ForwardKL(),
+         {"copy_gate_supervision": 0.0 if args.copy_gate_supervision else 1.0}),
         # The default loss at the variants' steps, what they compare against.
         ("forward_kl", distillation_losses.ForwardKL(), {}),
         ("reverse_kl", distillation_losses.ReverseKL(), {}),

@@ -207,9 +207,15 @@ class CausalLMGenerator(keras.layers.Layer):
         if self.copy_head is None:
             return logits
         keys = self.copy_head.prompt_keys(sequence[:, :prompt_length])
+        # Position 0 holds the start token (the prompt's last), always real.
+        answer_padding_mask = tf.concat(
+            [tf.ones_like(decoder_token_ids[:, :1], "bool"),
+             tf.not_equal(answer_inputs, self.padding_id)], axis=1)
         return self.copy_head.log_probs(hidden, logits, keys, prompt,
                                         encoded["prompt_padding_mask"],
-                                        input_token_ids=decoder_token_ids)
+                                        input_token_ids=decoder_token_ids,
+                                        answer_padding_mask=answer_padding_mask,
+                                        training=training)
 
     def call(self, inputs, training=None):
         encoded = self.encode_prompts(

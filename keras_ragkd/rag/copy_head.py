@@ -8,6 +8,7 @@ from keras_ragkd.rag.copy_continuation import copy_with_continuation
 from keras_ragkd.rag.copy_continuation import source_matches
 from keras_ragkd.rag.copy_generator import scatter_copy_probs
 from keras_ragkd.validation import check_integer
+from keras_ragkd.validation import check_number
 
 # `log` of copy probabilities below this is clipped (a token absent from the
 # prompt gets `log(1 - p_gen) - 69`, i.e. no mass, and a finite gradient).
@@ -42,6 +43,47 @@ def log_mix(log_gate, vocabulary_log_probs, log_one_minus_gate, copy_probs):
     return larger + tf.math.log1p(tf.exp(-tf.abs(generated - copied)))
 
 
+def switch_loss(gate_logits, input_token_ids, answer_padding_mask, prompt_token_ids,
+                prompt_padding_mask):
+    """The mean binary cross-entropy of the copy switch against its labels.
+
+    Position `t` (with decoder input `y_t`) predicts `y_{t+1}`; its label is
+    "copy" (`1 - g_t` → 1) when `y_{t+1}` is a real token found among the
+    copyable prompt positions, else "generate" (the answer's end, whose
+    next input is padding). The last position (whose target is not among
+    the inputs) and the padding positions are not counted.
+
+    Args:
+        gate_logits: float32 `(rows, time)`, the logits of `g_t` (generate).
+        input_token_ids: int `(rows, time)`, the decoder inputs.
+        answer_padding_mask: bool `(rows, time)`, their real positions.
+        prompt_token_ids: int `(rows, prompt_length)`.
+        prompt_padding_mask: bool `(rows, prompt_length)`.
+
+    Returns:
+        A float32 scalar (0 when no position counts).
+
+    Example:
+
+    >>> import numpy as np
+    >>> loss = switch_loss(np.array([[-9.0, 9.0, 0.0]], "float32"), np.array([[1, 5, 0]]),
+    ...                    np.array([[True, True, False]]), np.array([[5, 6]]),
+    ...                    np.array([[True, True]]))
+    >>> round(float(loss), 4)
+    0.0001
+    """
+    real = tf.cast(answer_padding_mask, "bool")
+    next_in_prompt = tf.reduce_any(
+        source_matches(input_token_ids[:, 1:], prompt_token_ids, prompt_padding_mask) > 0,
+        axis=-1)
+    copy_labels = tf.logical_and(next_in_prompt, real[:, 1:])
+    counted = tf.cast(real[:, :-1], "float32")
+    values = tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=1.0 - tf.cast(copy_labels, "float32"),
+        logits=tf.cast(gate_logits[:, :-1], "float32"))
+    return tf.math.divide_no_nan(tf.reduce_sum(values * counted), tf.reduce_sum(counted))
+
+
 @keras.saving.register_keras_serializable(package="keras_ragkd")
 class CopyHead(keras.layers.Layer):
     """A pointer head over a decoder-only LM's prompt (a pointer-generator).
@@ -66,6 +108,15 @@ class CopyHead(keras.layers.Layer):
     the positions already copied, so a copied span is not copied a second
     time ("Conakryry"); `coverage=False` is the head without it.
 
+    With `gate_supervision=w > 0` the gate is also taught directly (the
+    pointer softmax's switch loss, Gulcehre et al., 2016): in training, the
+    head adds (`add_loss`) `w ·` the mean binary cross-entropy of `1 - g_t`
+    against "the next answer token is in the prompt", over the answer
+    positions (`answer_padding_mask`; the end of the answer is "generate").
+    Without it the gate only learns from the mixture's likelihood, and a
+    small LM head that has memorised the training answers takes over inside
+    spans it has never seen ("Ulaanba" for "Ulaanbaatar").
+
     A small student can then answer with a span of the retrieved passage
     (a capital it has never generated in training, a swapped fact) instead of
     having to store every answer in its output embedding. The prompt's keys
@@ -78,6 +129,8 @@ class CopyHead(keras.layers.Layer):
             bonus (initialised to 2) and the gate the continuation's key.
         coverage: bool, whether the attention is penalised on the positions
             it already copied.
+        gate_supervision: float >= 0, the weight of the gate's switch loss
+            (0: none).
         **kwargs: `keras.layers.Layer` arguments.
 
     Example:
@@ -95,9 +148,11 @@ class CopyHead(keras.layers.Layer):
     (True, True)
     """
 
-    def __init__(self, key_dim=64, continuation=True, coverage=True, **kwargs):
+    def __init__(self, key_dim=64, continuation=True, coverage=True, gate_supervision=0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.key_dim = check_integer("key_dim", key_dim, minimum=1)
+        self.gate_supervision = check_number("gate_supervision", gate_supervision, low=0)
         for name, value in (("continuation", continuation), ("coverage", coverage)):
             if not isinstance(value, bool):
                 raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
@@ -140,7 +195,7 @@ class CopyHead(keras.layers.Layer):
         return self.key_dense(prompt_hidden)
 
     def log_probs(self, hidden, logits, keys, prompt_token_ids, prompt_padding_mask,
-                  input_token_ids=None):
+                  input_token_ids=None, answer_padding_mask=None, training=None):
         """Mixed next-token log-probabilities, float32 `(rows, time, vocab)`.
 
         For a teacher-forced answer: position `t`'s continuation follows
@@ -156,23 +211,33 @@ class CopyHead(keras.layers.Layer):
                 that can be copied.
             input_token_ids: int `(rows, time)`, the token at each position
                 of `hidden` (the answer's inputs; position 0's is the
-                prompt's last token). Needed with `continuation`.
+                prompt's last token). Needed with `continuation` and with
+                `gate_supervision`.
+            answer_padding_mask: bool `(rows, time)`, the real positions of
+                `input_token_ids` (needed with `gate_supervision`).
+            training: bool, whether the switch loss is added.
         """
-        scores = self._scores(hidden, keys, prompt_padding_mask)
-        if not (self.continuation or self.coverage):
-            attention = tf.nn.softmax(scores, axis=-1)
-            return self._mix(hidden, logits, keys, prompt_token_ids, attention, None)
-        if self.continuation and input_token_ids is None:
+        supervised = bool(training) and self.gate_supervision > 0
+        if (self.continuation or supervised) and input_token_ids is None:
             raise ValueError(
-                "A `CopyHead` with `continuation=True` needs the tokens of the positions "
-                "it predicts from. Received: input_token_ids=None"
+                "A `CopyHead` with `continuation=True` or `gate_supervision` needs the "
+                "tokens of the positions it predicts from. Received: input_token_ids=None"
             )
-        matches = (source_matches(input_token_ids, prompt_token_ids, prompt_padding_mask)
-                   if self.continuation else tf.zeros_like(scores))
-        attention, continuation = copy_with_continuation(
-            scores, matches, self._bonus(), self._penalty())
-        return self._mix(hidden, logits, keys, prompt_token_ids, attention,
-                         continuation if self.continuation else None)
+        scores = self._scores(hidden, keys, prompt_padding_mask)
+        if self.continuation or self.coverage:
+            matches = (source_matches(input_token_ids, prompt_token_ids, prompt_padding_mask)
+                       if self.continuation else tf.zeros_like(scores))
+            attention, continuation = copy_with_continuation(
+                scores, matches, self._bonus(), self._penalty())
+        else:
+            attention, continuation = tf.nn.softmax(scores, axis=-1), None
+        log_probs, gate = self._mix(hidden, logits, keys, prompt_token_ids, attention,
+                                    continuation if self.continuation else None)
+        if supervised:
+            self.add_loss(self.gate_supervision * switch_loss(
+                gate[..., 0], input_token_ids, answer_padding_mask, prompt_token_ids,
+                prompt_padding_mask))
+        return log_probs
 
     def step_log_probs(self, hidden, logits, keys, prompt_token_ids, prompt_padding_mask,
                        input_token_ids, copy_state):
@@ -197,8 +262,8 @@ class CopyHead(keras.layers.Layer):
                    if self.continuation else tf.zeros_like(scores))
         attention, continuation = continue_copy(
             previous_attention, scores, matched, self._bonus(), coverage, self._penalty())
-        log_probs = self._mix(hidden, logits, keys, prompt_token_ids, attention[:, None],
-                              continuation[:, None] if self.continuation else None)
+        log_probs, _ = self._mix(hidden, logits, keys, prompt_token_ids, attention[:, None],
+                                 continuation[:, None] if self.continuation else None)
         return log_probs, tf.stack([attention, coverage + attention], axis=1)
 
     def _bonus(self):
@@ -217,21 +282,22 @@ class CopyHead(keras.layers.Layer):
         return tf.where(copyable, scores, -1e9)
 
     def _mix(self, hidden, logits, keys, prompt_token_ids, attention, continuation):
-        """The gate's mix of the LM head and the scattered copy attention."""
+        """`(log_probs, gate logits)`: the gate's mix of the LM head and the copy."""
         keys = tf.cast(keys, "float32")
         contexts = [tf.cast(hidden, "float32"), tf.einsum("bts,bsd->btd", attention, keys)]
         if continuation is not None:
             contexts.append(tf.einsum("bts,bsd->btd", continuation, keys))
         gate = tf.cast(self.gate_dense(tf.concat(contexts, axis=-1)), "float32")
         copied = scatter_copy_probs(attention, prompt_token_ids, tf.shape(logits)[-1])
-        return log_mix(tf.math.log_sigmoid(gate),
-                       tf.nn.log_softmax(tf.cast(logits, "float32"), axis=-1),
-                       tf.math.log_sigmoid(-gate), copied)
+        log_probs = log_mix(tf.math.log_sigmoid(gate),
+                            tf.nn.log_softmax(tf.cast(logits, "float32"), axis=-1),
+                            tf.math.log_sigmoid(-gate), copied)
+        return log_probs, gate
 
     def get_config(self):
         config = super().get_config()
         config.update({"key_dim": self.key_dim, "continuation": self.continuation,
-                       "coverage": self.coverage})
+                       "coverage": self.coverage, "gate_supervision": self.gate_supervision})
         return config
 
     @classmethod

@@ -34,10 +34,11 @@ PREPROCESSOR_SETTINGS = ("question_length", "passage_length", "answer_length",
 # The student: 1/8 of SmolLM2's weights at most (embedding included), the
 # teacher's head size (64) so that `layer_init="teacher"` can cut its heads,
 # and a `CopyHead` (keys of 64) to answer with spans of the passage
-# (`copy_coverage`: the head's coverage penalty, see `CopyHead`).
+# (`copy_coverage`: the head's coverage penalty; `copy_gate_supervision`:
+# the weight of its switch loss, see `CopyHead`).
 STUDENT = dict(num_docs=1, hidden_dim=256, num_layers=4, num_query_heads=4,
                num_key_value_heads=2, intermediate_dim=1024, layer_init="teacher",
-               copy_head_dim=64, copy_coverage=True)
+               copy_head_dim=64, copy_coverage=True, copy_gate_supervision=1.0)
 # How the student learns: the teacher's top-64 RAG-Token marginals (+ tail)
 # at T = 1, forward KL beside the answer tokens' cross-entropy (α = 0.5), the
 # teacher's mistakes masked; Adam 2e-3 with a warm-up and cosine decay.
@@ -133,13 +134,27 @@ def build_smollm2_rag_student(teacher, index, encoder, seed=0, **overrides):
         num_key_value_heads=settings["num_key_value_heads"],
         intermediate_dim=settings["intermediate_dim"], layer_init=settings["layer_init"],
         seed=seed)
-    copy_head = None
-    if settings["copy_head_dim"]:
-        copy_head = CopyHead(key_dim=settings["copy_head_dim"],
-                             coverage=settings["copy_coverage"], name="copy_head")
     return build_causal_lm_rag_question_answerer(
         index, encoder, teacher.preprocessor, backbone, num_docs=settings["num_docs"],
-        copy_head_dim=copy_head)
+        copy_head_dim=student_copy_head(settings))
+
+
+def student_copy_head(settings=STUDENT):
+    """The student's `CopyHead` of `settings` (`STUDENT`'s keys), or `None`.
+
+    Args:
+        settings: dict with `copy_head_dim` (0 or `None`: no head),
+            `copy_coverage` and `copy_gate_supervision`.
+
+    Example:
+
+    >>> student_copy_head().key_dim, student_copy_head(dict(STUDENT, copy_head_dim=0))
+    (64, None)
+    """
+    if not settings["copy_head_dim"]:
+        return None
+    return CopyHead(key_dim=settings["copy_head_dim"], coverage=settings["copy_coverage"],
+                    gate_supervision=settings["copy_gate_supervision"], name="copy_head")
 
 
 def cache_batches(model, questions, batch_size=DISTILLATION["batch_size"]):

@@ -14,6 +14,7 @@ from keras_ragkd.rag import CausalLMRagQuestionAnswerer
 from keras_ragkd.rag import RagSequenceLoss
 from keras_ragkd.rag import RagTokenLoss
 from keras_ragkd.rag import build_causal_lm_rag_question_answerer
+from keras_ragkd.rag.copy_head import CopyHead
 from keras_ragkd.rag.causal_lm_generator import _pad_to_multiple
 from keras_ragkd.rag.causal_lm_generator import left_pad
 from keras_ragkd.retrieval import PassageIndex
@@ -392,6 +393,27 @@ def test_copy_head_round_trips_through_keras_file(copying, tmp_path):
     x, _ = batch(model)
     np.testing.assert_allclose(restored(x).numpy(), model(x).numpy(), atol=1e-5)
     assert restored.generate(QUESTIONS) == model.generate(QUESTIONS)
+
+
+def test_gate_supervision_adds_the_switch_loss_only_in_training(tokenizer, passages):
+    head = CopyHead(key_dim=8, gate_supervision=2.0, name="copy_head")
+    model = make_model(tokenizer, passages, copy_head_dim=head)
+    x, y = batch(model)
+    model(x, training=False)
+    assert model.losses == []
+    model(x, training=True)
+    (switch,) = model.losses
+    assert float(switch) > 0
+    head.gate_supervision = 0.0
+    model(x, training=True)
+    assert model.losses == []
+    head.gate_supervision = 2.0
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    dataset = model.preprocess(QUESTIONS, ANSWERS, batch_size=4).cache().repeat(20)
+    model.fit(dataset, epochs=3, verbose=0)
+    model(x, training=True)
+    # The taught switch copies the capitals and generates the end.
+    assert float(model.losses[0]) < 0.5 * float(switch)
 
 
 def test_generator_validation(tokenizer):

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from keras_ragkd.rag.copy_head import CopyHead
 from keras_ragkd.rag.copy_head import log_mix
+from keras_ragkd.rag.copy_head import switch_loss
 
 
 def _softmax(values):
@@ -143,6 +144,54 @@ def test_coverage_stops_copying_a_position_a_second_time():
     assert copied == {False: [6, 6], True: [6, 7]}
 
 
+def _numpy_switch_loss(gate_logits, input_ids, answer_mask, prompt_ids, prompt_mask):
+    total, count = 0.0, 0
+    for b in range(input_ids.shape[0]):
+        for t in range(input_ids.shape[1] - 1):
+            if not answer_mask[b, t]:
+                continue
+            copyable_ids = prompt_ids[b][prompt_mask[b]]
+            copyable = answer_mask[b, t + 1] and input_ids[b, t + 1] in copyable_ids
+            generate = 1 / (1 + np.exp(-gate_logits[b, t]))
+            total -= np.log(1 - generate if copyable else generate)
+            count += 1
+    return total / count
+
+
+def test_switch_loss_matches_numpy_reference():
+    rng = np.random.default_rng(3)
+    gate_logits = rng.normal(size=(2, 4)).astype("float32")
+    prompt_ids = np.array([[5, 6, 7, 9], [5, 6, 7, 9]])
+    prompt_mask = np.array([[1, 1, 1, 0], [1, 1, 1, 1]], bool)
+    # Row 0: copies 5 6, then the end (padding); 9 is masked in its prompt.
+    # Row 1: 9 (copyable there), 8 (not in the prompt), a full answer.
+    input_ids = np.array([[2, 5, 6, 0], [2, 9, 8, 6]])
+    answer_mask = input_ids != 0
+    expected = _numpy_switch_loss(gate_logits, input_ids, answer_mask, prompt_ids, prompt_mask)
+    out = switch_loss(gate_logits, input_ids, answer_mask, prompt_ids, prompt_mask)
+    np.testing.assert_allclose(float(out), expected, rtol=1e-5)
+    nothing = switch_loss(gate_logits[:, :1], input_ids[:, :1], answer_mask[:, :1], prompt_ids,
+                          prompt_mask)
+    assert float(nothing) == 0.0
+
+
+def test_gate_supervision_needs_the_inputs_and_leaves_the_mixture_alone():
+    hidden, logits, prompt_hidden, prompt_ids, prompt_mask, input_ids = _inputs()
+    plain = CopyHead(key_dim=4, continuation=False, coverage=False)
+    supervised = CopyHead.from_config({**plain.get_config(), "gate_supervision": 1.0})
+    keys = plain.prompt_keys(prompt_hidden)
+    supervised.build(hidden.shape)
+    supervised.set_weights(plain.get_weights())
+    with pytest.raises(ValueError, match="Received: input_token_ids=None"):
+        supervised.log_probs(hidden, logits, keys, prompt_ids, prompt_mask, training=True)
+    answer_mask = np.ones(input_ids.shape, bool)
+    out = supervised.log_probs(hidden, logits, keys, prompt_ids, prompt_mask,
+                               input_token_ids=input_ids, answer_padding_mask=answer_mask,
+                               training=True)
+    np.testing.assert_allclose(out.numpy(), plain.log_probs(
+        hidden, logits, keys, prompt_ids, prompt_mask).numpy(), atol=1e-6)
+
+
 def test_copy_head_config_round_trip_and_heads_saved_before_continuation():
     head = CopyHead(key_dim=4, continuation=True, name="copy_head")
     assert CopyHead.from_config(head.get_config()).continuation is True
@@ -150,8 +199,10 @@ def test_copy_head_config_round_trip_and_heads_saved_before_continuation():
                   if key not in ("continuation", "coverage")}
     assert CopyHead.from_config(old_config).continuation is False
     assert CopyHead.from_config(old_config).coverage is False
-    covered = CopyHead(key_dim=4, coverage=True)
+    covered = CopyHead(key_dim=4, coverage=True, gate_supervision=0.5)
     assert CopyHead.from_config(covered.get_config()).coverage is True
+    assert CopyHead.from_config(covered.get_config()).gate_supervision == 0.5
+    assert CopyHead.from_config(old_config).gate_supervision == 0.0
 
 
 def test_log_mix_is_finite_with_gradients_where_copy_is_zero():
@@ -174,6 +225,8 @@ def test_copy_head_validation():
         CopyHead(continuation=1)
     with pytest.raises(TypeError, match="Received: coverage='yes'"):
         CopyHead(coverage="yes")
+    with pytest.raises(ValueError, match="Received: gate_supervision=-1"):
+        CopyHead(gate_supervision=-1)
     hidden, logits, prompt_hidden, prompt_ids, prompt_mask, _ = _inputs()
     head = CopyHead(key_dim=4)
     with pytest.raises(ValueError, match="Received: input_token_ids=None"):

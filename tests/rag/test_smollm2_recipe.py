@@ -9,14 +9,11 @@ def test_the_student_is_an_eighth_of_smollm2():
     from keras_ragkd.models import load_smollm2
     from keras_ragkd.models.llama_student import build_llama_student
 
-    from keras_ragkd.rag import CopyHead
-
     teacher = load_smollm2(sequence_length=64).backbone
     settings = {k: v for k, v in smollm2_recipe.STUDENT.items()
-                if k not in ("num_docs", "copy_head_dim", "copy_coverage")}
+                if k != "num_docs" and not k.startswith("copy_")}
     student = build_llama_student(teacher, **settings)
-    copy_head = CopyHead(smollm2_recipe.STUDENT["copy_head_dim"],
-                         coverage=smollm2_recipe.STUDENT["copy_coverage"])
+    copy_head = smollm2_recipe.student_copy_head()
     copy_head.build([None, None, student.hidden_dim])
     assert student.count_params() + copy_head.count_params() <= teacher.count_params() / 8
     assert student.token_embedding.input_dim == teacher.token_embedding.input_dim
