@@ -113,7 +113,8 @@ class CopyHead(keras.layers.Layer):
     head adds (`add_loss`) `w ·` the mean binary cross-entropy of `1 - g_t`
     against "the next answer token is in the prompt", over the answer
     positions (`answer_padding_mask`; the end of the answer is "generate").
-    Without it the gate only learns from the mixture's likelihood, and a
+    Like every `add_loss` term it is each replica's own mean and sees no
+    sample weights. Without it the gate only learns from the mixture's likelihood, and a
     small LM head that has memorised the training answers takes over inside
     spans it has never seen ("Ulaanba" for "Ulaanbaatar").
 
