@@ -20,9 +20,9 @@ country; counterfactual training passages, so models learn to read):
    from the same initial weights trained on the answers alone for the same
    steps; on the first seed, at `--variant-steps`, also: the other layer
    init, the copy head's switch loss switched the other way
-   (`--copy-gate-supervision`), forward KL (the variants' reference), reverse KL, JSD(0.5), top-k
-   without the tail (renormalised top-k) and on-policy λ (the student's
-   own answers scored by the live teacher, GKD);
+   (`--copy-gate-supervision`), forward KL (the variants' reference),
+   reverse KL, JSD(0.5), top-k without the tail (renormalised top-k) and
+   on-policy λ (the student's own answers scored by the live teacher, GKD);
 4. exact match on held-out countries, on reworded questions and the rate at
    which answers follow an index whose held-out capitals are swapped;
    parameters; `generate` latency at batch 1 and 32 (teacher vs student);
@@ -477,9 +477,10 @@ def train_variants(args, teacher, data, cached, cache_teacher):
     """The first seed's variants, `args.variant_steps` each (none if it is 0).
 
     The other layer init, the copy head with its switch loss switched the
-    other way (on at weight 1 if it is off), the default forward KL (the reference at these steps), reverse KL,
-    JSD(0.5), top-k without the tail, and on-policy λ (the student's own
-    answers scored by the live teacher).
+    other way (on at weight 1 if it is off), the default forward KL (the
+    reference at these steps), reverse KL, JSD(0.5), top-k without the
+    tail, and on-policy λ (the student's own answers scored by the live
+    teacher).
     """
     steps = args.variant_steps
     if not steps:

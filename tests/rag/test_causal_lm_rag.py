@@ -11,10 +11,10 @@ from keras_ragkd.models import ByteLevelLlama3Tokenizer
 from keras_ragkd.rag import CausalLMGenerator
 from keras_ragkd.rag import CausalLMRagPreprocessor
 from keras_ragkd.rag import CausalLMRagQuestionAnswerer
+from keras_ragkd.rag import CopyHead
 from keras_ragkd.rag import RagSequenceLoss
 from keras_ragkd.rag import RagTokenLoss
 from keras_ragkd.rag import build_causal_lm_rag_question_answerer
-from keras_ragkd.rag.copy_head import CopyHead
 from keras_ragkd.rag.causal_lm_generator import _pad_to_multiple
 from keras_ragkd.rag.causal_lm_generator import left_pad
 from keras_ragkd.retrieval import PassageIndex
@@ -398,7 +398,7 @@ def test_copy_head_round_trips_through_keras_file(copying, tmp_path):
 def test_gate_supervision_adds_the_switch_loss_only_in_training(tokenizer, passages):
     head = CopyHead(key_dim=8, gate_supervision=2.0, name="copy_head")
     model = make_model(tokenizer, passages, copy_head_dim=head)
-    x, y = batch(model)
+    x, _ = batch(model)
     model(x, training=False)
     assert model.losses == []
     model(x, training=True)
