@@ -135,6 +135,10 @@ def parse_args(argv=None):
     parser.add_argument("--copy-gate-supervision", type=float,
                         default=STUDENT["copy_gate_supervision"],
                         help="the weight of the CopyHead's switch loss (0: none)")
+    parser.add_argument("--copy-from-question", action=argparse.BooleanOptionalAction,
+                        default=STUDENT["copy_from_question"],
+                        help="whether the student's CopyHead may copy the question's tokens "
+                             "(else the passage's only)")
     parser.add_argument("--layer-init", default=STUDENT["layer_init"], choices=LAYER_INITS,
                         help='"teacher": decoder layers cut from the teacher\'s '
                              "(`subclone_layers`); \"random\": keras-hub's init")

@@ -34,6 +34,11 @@ def _pad_to_multiple(ids, mask, multiple, padding_id):
             tf.pad(mask, [[0, 0], [extra, 0]], constant_values=False))
 
 
+def _copy_mask(encoded):
+    """What a copy head may copy: `encode_prompts`' `"copy_mask"`, else the whole prompt."""
+    return encoded.get("copy_mask", encoded["prompt_padding_mask"])
+
+
 def left_pad(ragged, padding_id):
     """Ragged ids `(rows, None)` → left-padded `(ids, mask)`, both `(rows, max_length)`.
 
@@ -158,17 +163,23 @@ class CausalLMGenerator(keras.layers.Layer):
         piece = tf.tile(tf.constant(ids, "int32", shape=[1, len(ids)]), [rows, 1])
         return tf.RaggedTensor.from_tensor(piece)
 
-    def encode_prompts(self, question_token_ids, passage_token_ids, training=None):
+    def encode_prompts(self, question_token_ids, passage_token_ids, training=None,
+                       copy_from_question=False):
         """Left-padded prompts, one per (question, passage) pair.
 
         Args:
             question_token_ids: int `(batch, question_length)`.
             passage_token_ids: int `(batch, num_docs, passage_length)`.
+            training: unused (the prompts are token ids).
+            copy_from_question: bool, whether the `"copy_mask"` takes in the
+                question's tokens besides the passage's.
 
         Returns:
-            `{"prompt_token_ids": int32, "prompt_padding_mask": bool}`, both
-            `(batch * num_docs, prompt_length)`, passages of one question
-            contiguous.
+            `{"prompt_token_ids": int32, "prompt_padding_mask": bool,
+            "copy_mask": bool}`, all `(batch * num_docs, prompt_length)`,
+            passages of one question contiguous. `"copy_mask"` marks what a
+            `CopyHead` may copy: the passage's tokens (and the question's
+            with `copy_from_question`), never the chat template's.
         """
         passage_token_ids = tf.cast(passage_token_ids, "int32")
         num_docs = tf.shape(passage_token_ids)[1]
@@ -183,7 +194,12 @@ class CausalLMGenerator(keras.layers.Layer):
             self._constant_piece(self.suffix_ids, rows),
         ]
         ids, mask = left_pad(tf.concat(pieces, axis=1), self.padding_id)
-        return {"prompt_token_ids": ids, "prompt_padding_mask": mask}
+        copyable = [1, 3] if copy_from_question else [1]
+        segments = tf.concat([tf.ones_like(piece) * int(i in copyable)
+                              for i, piece in enumerate(pieces)], axis=1)
+        copy_mask, _ = left_pad(segments, 0)
+        return {"prompt_token_ids": ids, "prompt_padding_mask": mask,
+                "copy_mask": tf.cast(copy_mask, "bool")}
 
     def decode(self, encoded, decoder_token_ids, training=None):
         """Logits of the answer tokens, `(rows, time, vocab)`.
@@ -211,8 +227,7 @@ class CausalLMGenerator(keras.layers.Layer):
         answer_padding_mask = tf.concat(
             [tf.ones_like(decoder_token_ids[:, :1], "bool"),
              tf.not_equal(answer_inputs, self.padding_id)], axis=1)
-        return self.copy_head.log_probs(hidden, logits, keys, prompt,
-                                        encoded["prompt_padding_mask"],
+        return self.copy_head.log_probs(hidden, logits, keys, prompt, _copy_mask(encoded),
                                         input_token_ids=decoder_token_ids,
                                         answer_padding_mask=answer_padding_mask,
                                         training=training)
@@ -280,6 +295,8 @@ class CausalLMGenerator(keras.layers.Layer):
         prompt, prompt_mask = _pad_to_multiple(
             encoded["prompt_token_ids"], encoded["prompt_padding_mask"],
             PROMPT_LENGTH_MULTIPLE, padding_id)
+        _, copy_mask = _pad_to_multiple(encoded["prompt_token_ids"], _copy_mask(encoded),
+                                        PROMPT_LENGTH_MULTIPLE, padding_id)
         rows = tf.shape(prompt)[0]
         prompt_length = tf.shape(prompt)[1]
         total = prompt_length + max_length
@@ -294,7 +311,7 @@ class CausalLMGenerator(keras.layers.Layer):
             """Float32 `(rows, vocab)` (log-probabilities with a copy head), copy state."""
             if self.copy_head is not None:
                 logits, copy_state = self.copy_head.step_log_probs(
-                    hidden[:, -1:], logits, keys, prompt, prompt_mask, tokens, copy_state)
+                    hidden[:, -1:], logits, keys, prompt, copy_mask, tokens, copy_state)
             return tf.cast(logits[:, 0], "float32"), copy_state
 
         no_copy = (tf.zeros([rows, 0], "float32") if self.copy_head is None

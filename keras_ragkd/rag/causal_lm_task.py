@@ -67,7 +67,8 @@ def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, ca
                                           num_docs=3, k=None, marginalization="token",
                                           backend="faiss", doc_score_scale=10.0,
                                           lora_rank=None, train_query_encoder=False,
-                                          lexical_weight=None, copy_head_dim=None):
+                                          lexical_weight=None, copy_head_dim=None,
+                                          copy_from_question=False):
     """Builds a `CausalLMRagQuestionAnswerer` over an index in one call.
 
     Args:
@@ -94,6 +95,9 @@ def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, ca
         copy_head_dim: `None`, an int or a `CopyHead`: the generator gets a
             `CopyHead` (of that key width, or this one) and can copy answer
             tokens from its prompt.
+        copy_from_question: bool, whether the `CopyHead` may copy the
+            question's tokens besides the retrieved passage's (the chat
+            template's never).
 
     Example (with LoRA only the LoRA factors and the passage-posterior
     scale train):
@@ -138,6 +142,7 @@ def build_causal_lm_rag_question_answerer(index, query_encoder, preprocessor, ca
         num_docs=num_docs,
         marginalization=marginalization,
         doc_score_scale=doc_score_scale,
+        copy_from_question=copy_from_question,
         padding_id=preprocessor.padding_id,
     )
     return CausalLMRagQuestionAnswerer(preprocessor, rag)

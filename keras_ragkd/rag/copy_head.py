@@ -89,10 +89,12 @@ class CopyHead(keras.layers.Layer):
     """A pointer head over a decoder-only LM's prompt (a pointer-generator).
 
     At answer position `t` with final hidden state `h_t`, the head attends
-    over the prompt positions `j` (their final hidden states `k_j`, padding
-    masked), `a_tj = softmax_j((W_q h_t)·(W_k k_j) / √key_dim + b · c_tj)`,
-    and mixes the LM's own next-token distribution with the attention
-    scattered onto the prompt's tokens:
+    over the copyable prompt positions `j` (their final hidden states `k_j`;
+    in a `CausalLMGenerator` the passage's tokens, and the question's with
+    the RAG layer's `copy_from_question`),
+    `a_tj = softmax_j((W_q h_t)·(W_k k_j) / √key_dim + b · c_tj)`, and mixes
+    the LM's own next-token distribution with the attention scattered onto
+    the prompt's tokens:
 
     `P(y_t = v) = g_t · softmax(logits_t)_v + (1 - g_t) · Σ_j a_tj [x_j = v]`,
     `g_t = σ(w · [h_t ; Σ_j a_tj W_k k_j ; Σ_j c_tj W_k k_j] + b_g)`.

@@ -91,8 +91,9 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
     log-probabilities unchanged); if it also has `encode`/`decode` methods
     (like `CopyTransformerGenerator`) generation reuses the encoder state.
     A decoder-only generator (`CausalLMGenerator`, a keras-hub llama-family
-    backbone) has `encode_prompts(question_token_ids, passage_token_ids)`
-    instead of `encode`: it builds one chat prompt per passage itself and
+    backbone) has `encode_prompts(question_token_ids, passage_token_ids,
+    copy_from_question=...)` instead of `encode`: it builds one chat prompt
+    per passage itself (and the mask of what its copy head may copy) and
     `decode` returns the logits at the answer positions; greedy RAG-Token
     decoding then uses its KV cache (`rag_token_greedy_search`).
 
@@ -117,7 +118,8 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
             learning rate per step, too little to sharpen `P(z|x)` in training.
         train_doc_score_scale: bool, whether the scale is trainable.
         copy_from_question: bool, whether the generator may copy question
-            tokens (else only passage tokens).
+            tokens (else only passage tokens; a decoder-only generator's
+            copy head never copies its chat template).
         padding_id: int, the padding token id.
         **kwargs: `keras.layers.Layer` arguments.
 
@@ -281,7 +283,7 @@ class RetrievalAugmentedGenerator(keras.layers.Layer):
             # A decoder-only generator assembles its own prompts.
             encoded = self.generator.encode_prompts(
                 inputs["question_token_ids"], retrieved["passage_token_ids"],
-                training=training,
+                training=training, copy_from_question=self.copy_from_question,
             )
             return {"retrieved": retrieved, "encoded": encoded}
         sources, copy_mask = self._generator_sources(

@@ -141,6 +141,43 @@ def test_prompt_ids_equal_the_whole_prompt_tokenized(tokenizer):
     assert same.shape == (2, 4)
 
 
+def test_copy_mask_marks_the_passage_and_optionally_the_question(tokenizer):
+    preprocessor = make_preprocessor(tokenizer)
+    generator = CausalLMGenerator.from_preprocessor(
+        tiny_backbone(preprocessor.vocabulary_size), preprocessor)
+    question, passage = "Where is Lutz?", "Lutz is in Zubrowka."
+    x, _ = preprocessor(tf.constant([question]), tf.constant(["Zubrowka"]))
+    passage_ids = preprocessor.tokenize_passages([passage])[None]
+    tokens = [int(i) for i in passage_ids[0, 0] if i != preprocessor.padding_id]
+    question_tokens = [int(i) for i in x["question_token_ids"][0] if i != preprocessor.padding_id]
+    for copy_from_question, expected in ((False, tokens), (True, tokens + question_tokens)):
+        encoded = generator.encode_prompts(x["question_token_ids"], passage_ids,
+                                           copy_from_question=copy_from_question)
+        copyable = encoded["prompt_token_ids"][encoded["copy_mask"]].numpy().tolist()
+        assert copyable == expected  # Never the chat template's tokens.
+        assert not np.any(encoded["copy_mask"].numpy() & ~encoded["prompt_padding_mask"].numpy())
+
+
+def test_copy_head_copies_question_tokens_only_when_allowed(tokenizer, passages):
+    model = make_model(tokenizer, passages, num_docs=1, copy_head_dim=8)
+    x, _ = batch(model, QUESTIONS[:1], ANSWERS[:1])
+    model(x)
+    gate = model.rag.generator.copy_head.gate_dense
+    gate.kernel.assign(tf.zeros_like(gate.kernel))
+    gate.bias.assign([-30.0])  # Copy only: P(v) is the copy attention on v.
+    prompt = model.rag.generator.encode_prompts(
+        x["question_token_ids"], model.rag.retrieve(x)["passage_token_ids"])
+    passage_tokens = set(prompt["prompt_token_ids"][prompt["copy_mask"]].numpy().tolist())
+    question_only = sorted(set(x["question_token_ids"][0].numpy().tolist()) - passage_tokens
+                           - {model.preprocessor.padding_id})
+    assert question_only
+    for copy_from_question in (False, True):
+        model.rag.copy_from_question = copy_from_question
+        probs = np.exp(model(x).numpy()[0, 0])
+        assert bool(probs[question_only].sum() > 1e-3) is copy_from_question
+        np.testing.assert_allclose(probs.sum(), 1.0, rtol=1e-4)
+
+
 def _contains(sequence, part):
     return any(sequence[i:i + len(part)] == part for i in range(len(sequence) - len(part) + 1))
 
