@@ -36,11 +36,11 @@ PREPROCESSOR_SETTINGS = ("question_length", "passage_length", "answer_length",
 # and a `CopyHead` (keys of 64) to answer with spans of the passage
 # (`copy_coverage`: the head's coverage penalty; `copy_gate_supervision`:
 # the weight of its switch loss, see `CopyHead`; `copy_from_question`:
-# whether it may copy the question's tokens too).
+# whether it may copy the question's tokens too: on, passage-only scored lower).
 STUDENT = dict(num_docs=1, hidden_dim=256, num_layers=4, num_query_heads=4,
                num_key_value_heads=2, intermediate_dim=1024, layer_init="teacher",
                copy_head_dim=64, copy_coverage=True, copy_gate_supervision=1.0,
-               copy_from_question=False)
+               copy_from_question=True)
 # How the student learns: the teacher's top-64 RAG-Token marginals (+ tail)
 # at T = 1, forward KL beside the answer tokens' cross-entropy (α = 0.5), the
 # teacher's mistakes masked; Adam 2e-3 with a warm-up and cosine decay.
