@@ -186,18 +186,19 @@ class CausalLMGenerator(keras.layers.Layer):
         questions = tf.repeat(tf.cast(question_token_ids, "int32"), num_docs, axis=0)
         passages = tf.reshape(passage_token_ids, [-1, tf.shape(passage_token_ids)[-1]])
         rows = tf.shape(passages)[0]
+        # (piece, whether a copy head may copy it), in prompt order.
         pieces = [
-            self._constant_piece(self.prefix_ids, rows),
-            tf.ragged.boolean_mask(passages, tf.not_equal(passages, self.padding_id)),
-            self._constant_piece(self.middle_ids, rows),
-            tf.ragged.boolean_mask(questions, tf.not_equal(questions, self.padding_id)),
-            self._constant_piece(self.suffix_ids, rows),
+            (self._constant_piece(self.prefix_ids, rows), False),
+            (tf.ragged.boolean_mask(passages, tf.not_equal(passages, self.padding_id)), True),
+            (self._constant_piece(self.middle_ids, rows), False),
+            (tf.ragged.boolean_mask(questions, tf.not_equal(questions, self.padding_id)),
+             bool(copy_from_question)),
+            (self._constant_piece(self.suffix_ids, rows), False),
         ]
-        ids, mask = left_pad(tf.concat(pieces, axis=1), self.padding_id)
-        copyable = [1, 3] if copy_from_question else [1]
-        segments = tf.concat([tf.ones_like(piece) * int(i in copyable)
-                              for i, piece in enumerate(pieces)], axis=1)
-        copy_mask, _ = left_pad(segments, 0)
+        ids, mask = left_pad(tf.concat([piece for piece, _ in pieces], axis=1), self.padding_id)
+        copyable = tf.concat([tf.ones_like(piece) * int(can_copy) for piece, can_copy in pieces],
+                             axis=1)
+        copy_mask, _ = left_pad(copyable, 0)
         return {"prompt_token_ids": ids, "prompt_padding_mask": mask,
                 "copy_mask": tf.cast(copy_mask, "bool")}
 
