@@ -34,11 +34,6 @@ def _pad_to_multiple(ids, mask, multiple, padding_id):
             tf.pad(mask, [[0, 0], [extra, 0]], constant_values=False))
 
 
-def _copy_mask(encoded):
-    """What a copy head may copy: `encode_prompts`' `"copy_mask"`, else the whole prompt."""
-    return encoded.get("copy_mask", encoded["prompt_padding_mask"])
-
-
 def left_pad(ragged, padding_id):
     """Ragged ids `(rows, None)` → left-padded `(ids, mask)`, both `(rows, max_length)`.
 
@@ -228,7 +223,7 @@ class CausalLMGenerator(keras.layers.Layer):
         answer_padding_mask = tf.concat(
             [tf.ones_like(decoder_token_ids[:, :1], "bool"),
              tf.not_equal(answer_inputs, self.padding_id)], axis=1)
-        return self.copy_head.log_probs(hidden, logits, keys, prompt, _copy_mask(encoded),
+        return self.copy_head.log_probs(hidden, logits, keys, prompt, encoded["copy_mask"],
                                         input_token_ids=decoder_token_ids,
                                         answer_padding_mask=answer_padding_mask,
                                         training=training)
@@ -296,7 +291,7 @@ class CausalLMGenerator(keras.layers.Layer):
         prompt, prompt_mask = _pad_to_multiple(
             encoded["prompt_token_ids"], encoded["prompt_padding_mask"],
             PROMPT_LENGTH_MULTIPLE, padding_id)
-        _, copy_mask = _pad_to_multiple(encoded["prompt_token_ids"], _copy_mask(encoded),
+        _, copy_mask = _pad_to_multiple(encoded["prompt_token_ids"], encoded["copy_mask"],
                                         PROMPT_LENGTH_MULTIPLE, padding_id)
         rows = tf.shape(prompt)[0]
         prompt_length = tf.shape(prompt)[1]
