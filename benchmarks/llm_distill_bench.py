@@ -9,16 +9,23 @@ country; counterfactual training passages, so models learn to read):
    `CausalLMRagQuestionAnswerer` (model folder or `.keras` file), else
    zero-shot SmolLM2-135M-Instruct; it reads `--teacher-docs` MiniLM-retrieved
    passages (by default as many as it was trained with);
-2. its `TeacherCache`: the teacher's top-k RAG-Token marginals (plus the tail
-   mass) over the training answers, reading the student's passages; size on
-   disk and build time;
+2. its transfer set and `TeacherCache`: `--unlabelled-questions` questions
+   about the training countries in wordings of their own
+   (`country_questions(..., wording="unlabelled")`, neither the training nor
+   the reworded templates), their answers dropped and answered by the
+   teacher (`teacher_answered_questions`), shuffled in with the labelled
+   training questions; the cache holds the teacher's top-k RAG-Token
+   marginals (plus the tail mass) over both, reading the student's
+   passages; size on disk and build time;
 3. students: `build_llama_student` (SmolLM2's 49,152-token vocabulary, its
    embedding projected on its principal axes, its decoder layers cut from
    the teacher's with `--layer-init teacher`), a RAG generator over
    `--student-docs` passages; per seed, distilled from the cache (forward KL,
-   the teacher's mistakes masked, α-weighted hard loss) and the same student
-   from the same initial weights trained on the answers alone for the same
-   steps; on the first seed, at `--variant-steps`, also: the other layer
+   the teacher's mistakes masked, α-weighted hard loss; the labelled and the
+   teacher-answered questions) and the same student from the same initial
+   weights trained on the labelled answers alone for the same steps (a user
+   without a teacher has no answers to the unlabelled questions); on the
+   first seed, at `--variant-steps`, also: the other layer
    init, the copy head's switch loss switched the other way
    (`--copy-gate-supervision`), forward KL (the variants' reference),
    reverse KL, JSD(0.5), top-k without the tail (renormalised top-k) and
@@ -91,6 +98,7 @@ from keras_ragkd.rag.evaluation import answer_questions  # noqa: E402
 from keras_ragkd.rag.evaluation import evaluate_answers  # noqa: E402
 from keras_ragkd.rag.evaluation import score_answers  # noqa: E402
 from keras_ragkd.rag.evaluation import sample_questions  # noqa: E402
+from keras_ragkd.rag.teacher_answers import teacher_answered_questions  # noqa: E402
 from keras_ragkd.retrieval import PassageIndex  # noqa: E402
 from keras_ragkd.retrieval import load_minilm_encoder  # noqa: E402
 
@@ -105,15 +113,18 @@ from results_io import write_json  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 MODES = {
-    "quick": dict(countries=40, train_questions=96, eval_questions=24, steps=30, seeds=1,
-                  batch_size=8, latency_questions=4, variant_steps=30),
-    "full": dict(countries=0, train_questions=1280, eval_questions=160, steps=600, seeds=3,
-                 batch_size=16, latency_questions=12, variant_steps=300),
+    "quick": dict(countries=40, train_questions=96, unlabelled_questions=48, eval_questions=24,
+                  steps=30, seeds=1, batch_size=8, latency_questions=4, variant_steps=30),
+    "full": dict(countries=0, train_questions=1280, unlabelled_questions=512,
+                 eval_questions=160, steps=600, seeds=3, batch_size=16, latency_questions=12,
+                 variant_steps=300),
 }
 
 OVERRIDE_HELP = {"variant_steps": "steps of each first-seed variant (loss, init, on-policy); "
                                   "0 skips them",
-                 "countries": "countries sampled, 20 %% of them held out (0: all)"}
+                 "countries": "countries sampled, 20 %% of them held out (0: all)",
+                 "unlabelled_questions": "questions without answers the teacher answers for "
+                                         "the distilled students (0: none)"}
 
 
 def parse_args(argv=None):
@@ -190,6 +201,12 @@ def build_data(args):
         "passages": passages, "encoder": encoder, "index": index,
         "train_index": index_with_changes(index, train_passages, encoder),
         "train_questions": sample_questions(train_questions, args.train_questions, args.seed),
+        # Their answers dropped: only the teacher's reach a student.
+        "unlabelled": [{key: q[key] for key in ("question", "country", "type")}
+                       for q in sample_questions(questions("train", "unlabelled"),
+                                                 args.unlabelled_questions, args.seed + 3)],
+        # What the labelled training questions say, to score the teacher's answers.
+        "training_labels": {(q["country"], q["type"]): q["answer"] for q in train_questions},
         "test": test,
         "test_sample": sample_questions(test, args.eval_questions, args.seed + 1),
         "reworded": sample_questions(questions("test", "reworded"), args.eval_questions,
@@ -219,6 +236,31 @@ def load_teacher(args, data):
         return model, "zero-shot SmolLM2-135M-Instruct RAG (no saved LoRA teacher found)"
     num_docs = args.teacher_docs or model.rag.num_docs
     return model.with_index(data["index"], num_docs=num_docs), f"{kind} ({path})"
+
+
+def transfer_questions(args, data, teacher):
+    """The distilled students' training questions: the labelled ones and the
+    unlabelled ones answered by the teacher (on the training index), shuffled.
+
+    Returns the questions and a summary: how many, the teacher's seconds, and
+    how often its answer equals the training label of the same country and
+    question type (counterfactual facts included; for the record only).
+    """
+    if not data["unlabelled"]:
+        return data["train_questions"], {"count": 0}
+    started = time.perf_counter()
+    answering = teacher.with_index(data["train_index"], num_docs=teacher.rag.num_docs)
+    answered = teacher_answered_questions(answering, data["unlabelled"], batch_size=32)
+    seconds = round(time.perf_counter() - started, 1)
+    labels = data["training_labels"]
+    agreed = [q["answer"] == labels[q["country"], q["type"]] for q in answered
+              if (q["country"], q["type"]) in labels]
+    mixed = list(data["train_questions"]) + answered
+    order = np.random.RandomState(args.seed).permutation(len(mixed))
+    mixed = [{key: q[key] for key in ("question", "answer")} for q in mixed]
+    summary = {"count": len(answered), "seconds": seconds,
+               "teacher_equals_label": float(np.mean(agreed)) if agreed else None}
+    return [mixed[i] for i in order], summary
 
 
 def student_model(args, teacher, data, seed, **overrides):
@@ -405,15 +447,19 @@ def main(argv=None):
     log(f"teacher: {results['teacher']}")
 
     batches = cache_batches(teacher, data["train_questions"], args.batch_size)
+    transfer, results["unlabelled"] = transfer_questions(args, data, teacher)
+    log(f"unlabelled questions: {results['unlabelled']}")
+    transfer_batches = cache_batches(teacher, transfer, args.batch_size)
     cache_teacher = teacher.with_index(data["train_index"], num_docs=args.student_docs)
     cache_started = time.perf_counter()
-    cache = TeacherCache.build(cache_teacher, batches, os.path.join(workdir, "cache"),
+    cache = TeacherCache.build(cache_teacher, transfer_batches, os.path.join(workdir, "cache"),
                                top_k=args.top_k, temperature=args.temperature, verbose=1)
     results["cache"] = {"seconds": round(time.perf_counter() - cache_started, 1),
                         "bytes": int(cache.nbytes), "bytes_per_token": cache.bytes_per_token,
                         "tokens": int(cache.num_tokens), "top_k": args.top_k}
     log(f"cache: {results['cache']}")
-    cached = cache.attach(batches).shuffle(16, seed=args.seed, reshuffle_each_iteration=True)
+    cached = cache.attach(transfer_batches).shuffle(16, seed=args.seed,
+                                                    reshuffle_each_iteration=True)
 
     students = {}
     last_student = None

@@ -106,7 +106,47 @@ REWORDED_TEMPLATES = {
     ),
 }
 
-WORDINGS = {"training": QUESTION_TEMPLATES, "reworded": REWORDED_TEMPLATES}
+# A third set of wordings, used by neither set above: the questions a user has
+# without answers (a query log), for distillation from a teacher that answers
+# them (`country_questions(..., wording="unlabelled")`); never for evaluation.
+UNLABELLED_TEMPLATES = {
+    "capital": (
+        "What is {country}'s capital?",
+        "Capital of {country}?",
+        "The capital of {country} is which city?",
+    ),
+    "country_of_capital": (
+        "Which nation's capital is {capital}?",
+        "{capital} is the capital of what country?",
+    ),
+    "region": (
+        "Which region of the world does {country} belong to?",
+        "Where in the world is {country}?",
+    ),
+    "subregion": (
+        "Which subregion is {country} in?",
+        "{country} belongs to which subregion?",
+    ),
+    "demonym": (
+        "What is a person from {country} called?",
+        "What are the people of {country} called?",
+    ),
+    "currency": (
+        "Which currency does {country} use?",
+        "What do people in {country} pay with?",
+    ),
+    "population": (
+        "What is the number of people living in {country}?",
+        "How populous is {country}?",
+    ),
+    "area": (
+        "What area does {country} cover in square kilometres?",
+        "How big is {country} in square kilometres?",
+    ),
+}
+
+WORDINGS = {"training": QUESTION_TEMPLATES, "reworded": REWORDED_TEMPLATES,
+            "unlabelled": UNLABELLED_TEMPLATES}
 
 # The fact group whose passage answers each question type.
 QUESTION_SOURCES = {
@@ -343,9 +383,12 @@ def country_questions(split="all", test_fraction=0.2, seed=0, types=None,
         types: optional iterable of question types to keep (keys of
             `QUESTION_TEMPLATES`). Defaults to `DEFAULT_QUESTION_TYPES`
             (every type but the numeric `"population"` and `"area"`).
-        wording: `"training"` (the `QUESTION_TEMPLATES`) or `"reworded"`
+        wording: `"training"` (the `QUESTION_TEMPLATES`), `"reworded"`
             (the `REWORDED_TEMPLATES`: the same facts asked in wordings no
-            training template uses; for evaluation only).
+            training template uses; for evaluation only) or `"unlabelled"`
+            (the `UNLABELLED_TEMPLATES`, used by neither: questions for a
+            teacher to answer in distillation, whose answers a student
+            should not see).
 
     Returns:
         A list of dicts `{"question", "answer", "country", "type",

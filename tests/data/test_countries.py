@@ -102,6 +102,21 @@ def test_reworded_questions_use_no_training_wording():
     assert {q["type"] for q in test} == set(countries.DEFAULT_QUESTION_TYPES)
 
 
+def test_unlabelled_questions_use_neither_training_nor_reworded_wordings():
+    wordings = {name: {t for templates in table.values() for t in templates}
+                for name, table in countries.WORDINGS.items()}
+    assert set(countries.UNLABELLED_TEMPLATES) == set(countries.QUESTION_TEMPLATES)
+    assert wordings["unlabelled"].isdisjoint(wordings["training"] | wordings["reworded"])
+    evaluated = {q["question"] for wording in ("training", "reworded")
+                 for q in countries.country_questions("all", wording=wording)}
+    unlabelled = countries.country_questions("train", seed=0, wording="unlabelled")
+    assert unlabelled and not {q["question"] for q in unlabelled} & evaluated
+    # The training split's facts, asked in other words.
+    facts = {(q["country"], q["type"], q["answer"])
+             for q in countries.country_questions("train", seed=0)}
+    assert {(q["country"], q["type"], q["answer"]) for q in unlabelled} == facts
+
+
 def test_reworded_wording_is_validated():
     with pytest.raises(ValueError, match="Received: wording='formal'"):
         countries.country_questions(wording="formal")
