@@ -202,9 +202,7 @@ def build_data(args):
         "train_index": index_with_changes(index, train_passages, encoder),
         "train_questions": sample_questions(train_questions, args.train_questions, args.seed),
         # Their answers dropped: only the teacher's reach a student.
-        "unlabelled": [{key: q[key] for key in ("question", "country", "type")}
-                       for q in sample_questions(questions("train", "unlabelled"),
-                                                 args.unlabelled_questions, args.seed + 3)],
+        "unlabelled": unlabelled_questions(questions("train", "unlabelled"), args),
         # What the labelled training questions say, to score the teacher's answers.
         "training_labels": {(q["country"], q["type"]): q["answer"] for q in train_questions},
         "test": test,
@@ -214,6 +212,14 @@ def build_data(args):
     }
     data["swapped"] = derange_capitals(data, args.seed)
     return data
+
+
+def unlabelled_questions(questions, args):
+    """`args.unlabelled_questions` of `questions` (none if 0), their answers dropped."""
+    if not args.unlabelled_questions:
+        return []
+    sample = sample_questions(questions, args.unlabelled_questions, args.seed + 3)
+    return [{key: q[key] for key in ("question", "country", "type")} for q in sample]
 
 
 def load_teacher(args, data):
