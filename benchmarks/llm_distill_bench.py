@@ -201,7 +201,7 @@ def build_data(args):
         "passages": passages, "encoder": encoder, "index": index,
         "train_index": index_with_changes(index, train_passages, encoder),
         "train_questions": sample_questions(train_questions, args.train_questions, args.seed),
-        # Their answers dropped: only the teacher's reach a student.
+        # `teacher_answered_questions` drops their answers: only the teacher's reach a student.
         "unlabelled": unlabelled_questions(questions("train", "unlabelled"), args),
         # What the labelled training questions say, to score the teacher's answers.
         "training_labels": {(q["country"], q["type"]): q["answer"] for q in train_questions},
@@ -215,11 +215,10 @@ def build_data(args):
 
 
 def unlabelled_questions(questions, args):
-    """`args.unlabelled_questions` of `questions` (none if 0), their answers dropped."""
+    """`args.unlabelled_questions` of `questions` (none if 0: `sample_questions` reads 0 as all)."""
     if not args.unlabelled_questions:
         return []
-    sample = sample_questions(questions, args.unlabelled_questions, args.seed + 3)
-    return [{key: q[key] for key in ("question", "country", "type")} for q in sample]
+    return sample_questions(questions, args.unlabelled_questions, args.seed + 3)
 
 
 def load_teacher(args, data):
@@ -263,7 +262,6 @@ def transfer_questions(args, data, teacher):
               if (q["country"], q["type"]) in labels]
     mixed = list(data["train_questions"]) + answered
     order = np.random.RandomState(args.seed).permutation(len(mixed))
-    mixed = [{key: q[key] for key in ("question", "answer")} for q in mixed]
     summary = {"count": len(answered), "seconds": seconds,
                "teacher_equals_label": float(np.mean(agreed)) if agreed else None}
     return [mixed[i] for i in order], summary
